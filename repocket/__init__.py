@@ -1,0 +1,58 @@
+"""repocket: a Redis-native active-record ORM.
+
+Declare models with typed attributes, save them to Redis as hashes you can
+read with ``redis-cli``, and query them through ``Model.objects``::
+
+    from repocket import ActiveRecord, attributes
+
+    class User(ActiveRecord):
+        name = attributes.Unicode(index=True)
+
+    User.create(name="Harry Potter")
+    User.objects.filter(name__startswith="Harry")
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from repocket import attributes, errors
+from repocket.connections import configure
+from repocket.errors import (
+    BrokenReferenceError,
+    ConflictError,
+    CorruptRecordError,
+    DoesNotExist,
+    MultipleObjectsReturned,
+    RepocketActiveRecordDefinitionError,
+    RepocketError,
+    ValidationError,
+)
+from repocket.manager import Manager
+from repocket.model import ActiveRecord, fields
+from repocket.query import QuerySet, ResultSet
+
+try:
+    __version__ = version("repocket")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ActiveRecord",
+    "BrokenReferenceError",
+    "ConflictError",
+    "CorruptRecordError",
+    "DoesNotExist",
+    "Manager",
+    "MultipleObjectsReturned",
+    "QuerySet",
+    "RepocketActiveRecordDefinitionError",
+    "RepocketError",
+    "ResultSet",
+    "ValidationError",
+    "__version__",
+    "attributes",
+    "configure",
+    "errors",
+    "fields",
+]

@@ -1,0 +1,720 @@
+"""Typed attributes: declare them on a model, and each value is cast, stored and read back exactly.
+
+An attribute is a data descriptor. On the class it returns itself; on an
+instance it returns that instance's value. Assigning casts the value to the
+attribute's type at once, so a wrong value fails where it is written, with the
+model, the field and the value named.
+
+Each attribute owns its conversions: :meth:`Attribute.encode` writes the hash
+field (the JSON envelope of SPEC §2) and :meth:`Attribute.decode` reads the
+envelope's value back. The model never branches on type.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import decimal as _decimal
+import itertools
+import math
+import uuid as _uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
+
+import dateutil.parser
+import orjson
+
+from repocket import serialization
+from repocket.errors import ValidationError
+
+if TYPE_CHECKING:
+    from repocket.model import ActiveRecord
+
+__all__ = [
+    "JSON",
+    "Attribute",
+    "AutoUUID",
+    "ByteStream",
+    "Bytes",
+    "DateTime",
+    "Decimal",
+    "Float",
+    "Integer",
+    "Pointer",
+    "UUID",
+    "Unicode",
+]
+
+T = TypeVar("T")
+_counter = itertools.count()
+_NOT_GIVEN: Any = object()
+
+#: Every attribute type by the name stored in its envelope's ``type`` member.
+#: Reading resolves type tags through this closed table only; nothing is imported.
+ATTRIBUTE_TYPES: dict[str, type[Attribute[Any]]] = {}
+
+
+class _CastError(Exception):
+    """Raised inside ``cast`` implementations; turned into a ValidationError with context."""
+
+
+class _hybridmethod:
+    """A method that also works on the class, bound to a default-configured instance.
+
+    The original API documents ``cast`` and friends as classmethods
+    (``Integer.cast("4")``); ours depend on per-attribute settings such as
+    ``encoding``, so on the class they use a default instance.
+    """
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, cls: type[Any]) -> Callable[..., Any]:
+        if obj is None:
+            obj = cls._prototype()
+        return self.func.__get__(obj, cls)  # type: ignore[no-any-return]
+
+
+class Attribute(Generic[T]):
+    """Base of every attribute type.
+
+    Args:
+        null: whether ``None`` may be saved. With ``null=False`` (the default) a
+            ``None`` left in the attribute makes ``save()`` raise ValidationError.
+        default: the value an omitted attribute takes; a callable is called
+            for each new instance. Without one, the type's empty value is used.
+        encoding: how text and bytes convert into each other for this attribute.
+        index: keep a secondary index so queries on it run inside Redis.
+        unique: no two records may hold the same value (implies ``index``).
+        secret: mask the value in ``repr()`` and ``to_dict(simple=True)``.
+    """
+
+    __base_type__: ClassVar[Any] = bytes
+    __empty_value__: ClassVar[Any] = b""
+    #: Whether the value lives in the record hash (ByteStream lives in its own string).
+    stored_in_hash: ClassVar[bool] = True
+    #: Other type tags whose stored values this type reads (same value shape).
+    compatible_tags: ClassVar[frozenset[str]] = frozenset()
+    #: Whether ``index=True`` is meaningful (scalar types).
+    indexable: ClassVar[bool] = False
+    _prototypes: ClassVar[dict[type[Any], Any]] = {}
+
+    name: str
+    model: type[ActiveRecord]
+
+    def __init__(
+        self,
+        null: bool = False,
+        default: Any = None,
+        encoding: str = "utf-8",
+        *,
+        index: bool = False,
+        unique: bool = False,
+        secret: bool = False,
+    ) -> None:
+        self.null = null
+        self.default = default
+        self.encoding = encoding
+        self.index = index or unique
+        self.unique = unique
+        self.secret = secret
+        self._order = next(_counter)
+        self.name = ""
+        cls = type(self)
+        self._prefix = serialization.envelope_prefix(cls.__name__)
+        self._suffix = serialization.envelope_suffix(cls.__module__)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ATTRIBUTE_TYPES[cls.__name__] = cls
+
+    @property
+    def can_be_null(self) -> bool:
+        """The original name of :attr:`null`."""
+        return self.null
+
+    @classmethod
+    def _prototype(cls) -> Attribute[Any]:
+        proto = Attribute._prototypes.get(cls)
+        if proto is None:
+            proto = Attribute._prototypes[cls] = cls()
+        return proto  # type: ignore[no-any-return]
+
+    # -- descriptor protocol -------------------------------------------------
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> Attribute[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any]) -> T: ...
+    def __get__(self, instance: Any, owner: type[Any]) -> Any:
+        if instance is None:
+            return self
+        return instance._data[self.name]
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance._data[self.name] = self.clean(value)
+
+    def __repr__(self) -> str:
+        where = f" {self.model.__name__}.{self.name}" if self.name else ""
+        return f"<{type(self).__module__}.{type(self).__name__}{where}>"
+
+    # -- values ----------------------------------------------------------------
+
+    @classmethod
+    def get_base_type(cls) -> Any:
+        """Return the Python type values of this attribute have (``__base_type__``)."""
+        return cls.__base_type__
+
+    def get_empty_value(self) -> Any:
+        """The value an omitted attribute takes when it has no ``default``."""
+        return self.__empty_value__
+
+    def get_default(self) -> Any:
+        """The value a new instance starts with: ``default`` (called if callable), else empty."""
+        if self.default is None:
+            return self.get_empty_value()
+        return self.default() if callable(self.default) else self.default
+
+    @_hybridmethod
+    def cast(self, value: Any) -> T:
+        """Cast ``value`` to this attribute's type; ``None`` stays ``None``.
+
+        Raises:
+            ValidationError: the value cannot be cast (naming model and field
+                when the attribute belongs to one).
+        """
+        if value is None:
+            return None  # type: ignore[return-value]
+        try:
+            return self._cast(value)
+        except (_CastError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+            raise self._invalid(value, exc) from None
+
+    clean = cast  # what the descriptor calls on assignment
+
+    def _cast(self, value: Any) -> T:
+        raise NotImplementedError
+
+    def _expected(self) -> str:
+        base = self.__base_type__
+        return getattr(base, "__name__", str(base))
+
+    def _invalid(self, value: Any, exc: BaseException | None = None) -> ValidationError:
+        model = getattr(self, "model", None)
+        model_name = f"{model.__module__}.{model.__name__}" if model else None
+        where = f"{model_name}.{self.name}" if model_name else f"{type(self).__name__} attribute"
+        detail = f" ({exc})" if exc is not None and str(exc) else ""
+        shown = _short_repr(value)
+        return ValidationError(
+            f"{where}: cannot use {shown} of type {type(value).__name__}; "
+            f"expected {self._expected()}{detail}",
+            model=model_name,
+            field=self.name or None,
+            value=value,
+            expected=self._expected(),
+        )
+
+    # -- storage ---------------------------------------------------------------
+
+    def encode(self, value: Any) -> bytes:
+        """The hash field for ``value``: the JSON envelope of SPEC §2, as bytes."""
+        if value is None:
+            return self._prefix + b"null" + self._suffix
+        return self._prefix + self._encode_value(value) + self._suffix
+
+    def _encode_value(self, value: Any) -> bytes:
+        """JSON text for the envelope's ``value`` member (``value`` is not None)."""
+        return orjson.dumps(value)
+
+    def decode(self, stored: Any, envelope: dict[str, Any]) -> T:
+        """The Python value for an envelope's ``value`` member (already JSON-parsed).
+
+        Raises ValueError or TypeError when the shape is wrong; the caller turns
+        that into a CorruptRecordError naming the key and field.
+        """
+        if stored is None:
+            return None  # type: ignore[return-value]
+        return self._decode(stored, envelope)
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> T:
+        raise NotImplementedError
+
+    #: Envelope members allowed besides type/value/module.
+    extra_members: ClassVar[frozenset[str]] = frozenset()
+
+    def to_string(self, value: Any) -> str:
+        """Utility method that knows how to safely convert the value into a string."""
+        value = self.cast(value)
+        return "" if value is None else str(value)
+
+    def to_python(self, value: Any, simple: bool = False) -> Any:
+        """The value as plain Python (``simple=True``), or as its stored envelope, a dict.
+
+        The envelope dict is json-safe: it is exactly what the hash field holds.
+        """
+        if simple:
+            return value
+        return serialization.loads(self.encode(value))
+
+    # -- indexes ---------------------------------------------------------------
+
+    def index_token(self, value: Any) -> str:
+        """The text an equality index uses for ``value``: equal values, equal tokens."""
+        raise TypeError(f"{type(self).__name__} attributes cannot be indexed")
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Unicode(Attribute[str]):
+    """Handles unicode-safe values. ``__base_type__ = str``; bytes are decoded with ``encoding``."""
+
+    __base_type__ = str
+    __empty_value__ = ""
+    indexable = True
+
+    def _cast(self, value: Any) -> str:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            value = bytes(value).decode(self.encoding)
+        if not isinstance(value, str):
+            raise _CastError()
+        value = str(value)
+        if not value.isascii():
+            value.encode("utf-8")  # lone surrogates cannot be stored; fail now, not at save
+        return value
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> str:
+        if not isinstance(stored, str):
+            raise TypeError(f"expected a JSON string, got {type(stored).__name__}")
+        return stored
+
+    def index_token(self, value: Any) -> str:
+        return str(value)
+
+
+class Bytes(Attribute[bytes]):
+    """Handles raw byte strings. ``__base_type__ = bytes``; text is encoded with ``encoding``.
+
+    Stored as a JSON string when the bytes decode under ``encoding``; otherwise
+    as base64 with an extra envelope member ``"encoding": "base64"``, so every
+    byte value round-trips.
+    """
+
+    __base_type__ = bytes
+    __empty_value__ = b""
+    indexable = True
+    extra_members = frozenset({"encoding"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._b64_suffix = serialization.envelope_suffix(
+            type(self).__module__, {"encoding": "base64"}
+        )
+
+    def _cast(self, value: Any) -> bytes:
+        if isinstance(value, str):
+            return value.encode(self.encoding)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise _CastError()
+
+    def encode(self, value: Any) -> bytes:
+        if value is None:
+            return super().encode(value)
+        try:
+            text = value.decode(self.encoding)
+            exact = text.encode(self.encoding) == value
+        except (UnicodeError, LookupError):
+            exact = False
+        if exact:
+            return self._prefix + orjson.dumps(text) + self._suffix
+        return self._prefix + orjson.dumps(base64.b64encode(value).decode("ascii")) + self._b64_suffix
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> bytes:
+        if not isinstance(stored, str):
+            raise TypeError(f"expected a JSON string, got {type(stored).__name__}")
+        marker = envelope.get("encoding")
+        if marker is None:
+            return stored.encode(self.encoding)
+        if marker != "base64":
+            raise ValueError(f"unknown bytes encoding {marker!r}")
+        try:
+            return base64.b64decode(stored, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"invalid base64: {exc}") from None
+
+    def to_string(self, value: Any) -> str:
+        value = self.cast(value)
+        return "" if value is None else value.decode(self.encoding, "backslashreplace")
+
+    def index_token(self, value: Any) -> str:
+        return base64.b64encode(value).decode("ascii")
+
+
+class ByteStream(Bytes):
+    """Bytes stored in a Redis string of their own, so ``append_<name>()`` can APPEND to them.
+
+    The string lives at ``<hash key>:field:<name>`` and holds the raw bytes.
+    """
+
+    stored_in_hash = False
+    indexable = False
+
+    def __init__(
+        self,
+        null: bool = False,
+        default: Any = None,
+        encoding: str = "utf-8",
+        *,
+        secret: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, encoding=encoding, secret=secret)
+
+
+class JSON(Attribute[Any]):
+    """Any JSON document: dicts with string keys, lists, strings, numbers, booleans, None.
+
+    Stored as the document itself, nested and readable. Tuples become lists at
+    assignment, so the value in memory is the value that will be read back.
+    Floats must be finite (JSON has no NaN or Infinity). A string is a JSON
+    string: it is never parsed as JSON text.
+    """
+
+    __base_type__ = object
+    __empty_value__ = ""
+
+    def _expected(self) -> str:
+        return "a JSON document (dict with str keys, list, str, int, finite float, bool, None)"
+
+    def _cast(self, value: Any) -> Any:
+        return _json_value(value)
+
+    def _encode_value(self, value: Any) -> bytes:
+        return serialization.dumps(value)
+
+    def decode(self, stored: Any, envelope: dict[str, Any]) -> Any:
+        return stored  # null is a JSON document too
+
+    def get_default(self) -> Any:
+        value = super().get_default()
+        return _json_value(value)  # a fresh copy: defaults are never shared between instances
+
+
+def _json_value(value: Any) -> Any:
+    """A copy of ``value`` as JSON will read it back, or _CastError saying what is wrong."""
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        if not value.isascii():
+            value.encode("utf-8")
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _CastError(f"{value!r} has no JSON form")
+        return float(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _CastError(f"JSON object keys must be str, not {type(key).__name__}")
+            out[_json_value(key)] = _json_value(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    raise _CastError(f"{type(value).__name__} is not a JSON type")
+
+
+class UUID(Attribute[_uuid.UUID]):
+    """A UUID, stored in its canonical hyphenated form. ``__base_type__ = uuid.UUID``."""
+
+    __base_type__ = _uuid.UUID
+    __empty_value__ = None
+    indexable = True
+    compatible_tags = frozenset({"UUID", "AutoUUID"})
+
+    def _cast(self, value: Any) -> _uuid.UUID:
+        if isinstance(value, _uuid.UUID):
+            return value
+        if isinstance(value, str):
+            return _uuid.UUID(value)
+        raise _CastError()
+
+    def _encode_value(self, value: Any) -> bytes:
+        return b'"' + str(value).encode("ascii") + b'"'
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> _uuid.UUID:
+        if not isinstance(stored, str):
+            raise TypeError(f"expected a UUID string, got {type(stored).__name__}")
+        return _uuid.UUID(stored)
+
+    def index_token(self, value: Any) -> str:
+        return str(value)
+
+
+class AutoUUID(UUID):
+    """The primary key: a UUID assigned (uuid1) on first save when none was given.
+
+    A model has exactly one; a model that declares none gets ``id = AutoUUID()``.
+    """
+
+    def generate(self) -> _uuid.UUID:
+        """A new primary key value."""
+        return _uuid.uuid1()
+
+
+class DateTime(Attribute[_dt.datetime]):
+    """A datetime, stored as ISO-8601 text; a timezone, when present, is kept as its offset.
+
+    Args:
+        auto_now: set the value to the current time (timezone-aware, UTC) on every save.
+
+    Strings are parsed as ISO-8601 (python-dateutil); a ``date`` becomes midnight.
+    """
+
+    __base_type__ = _dt.datetime
+    __empty_value__ = None
+    indexable = True
+
+    def __init__(
+        self,
+        auto_now: bool = False,
+        null: bool = False,
+        default: Any = None,
+        encoding: str = "utf-8",
+        *,
+        index: bool = False,
+        unique: bool = False,
+        secret: bool = False,
+    ) -> None:
+        super().__init__(
+            null=null, default=default, encoding=encoding, index=index, unique=unique, secret=secret
+        )
+        self.auto_now = auto_now
+
+    def now(self) -> _dt.datetime:
+        """The value ``auto_now`` stores: the current time in UTC, timezone-aware."""
+        return _dt.datetime.now(_dt.timezone.utc)
+
+    def _cast(self, value: Any) -> _dt.datetime:
+        if isinstance(value, _dt.datetime):
+            return value
+        if isinstance(value, _dt.date):
+            return _dt.datetime(value.year, value.month, value.day)
+        if isinstance(value, str):
+            try:
+                return dateutil.parser.isoparse(value)
+            except (ValueError, OverflowError):
+                return dateutil.parser.parse(value)
+        raise _CastError()
+
+    def _encode_value(self, value: Any) -> bytes:
+        return b'"' + value.isoformat().encode("ascii") + b'"'
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> _dt.datetime:
+        if not isinstance(stored, str):
+            raise TypeError(f"expected an ISO-8601 string, got {type(stored).__name__}")
+        return _dt.datetime.fromisoformat(stored)
+
+    def index_token(self, value: Any) -> str:
+        if value.tzinfo is not None and value.utcoffset() is not None:
+            value = value.astimezone(_dt.timezone.utc)
+            return value.replace(tzinfo=None).isoformat() + "Z"
+        return value.isoformat()
+
+
+class Decimal(Attribute[_decimal.Decimal]):
+    """A decimal.Decimal, stored as its exact string (``"1.10"`` stays ``"1.10"``)."""
+
+    __base_type__ = _decimal.Decimal
+    __empty_value__ = _decimal.Decimal("0")
+    indexable = True
+
+    def _cast(self, value: Any) -> _decimal.Decimal:
+        if isinstance(value, _decimal.Decimal):
+            return value
+        if isinstance(value, bool):
+            raise _CastError()
+        if isinstance(value, (int, str)):
+            return _decimal.Decimal(value)
+        if isinstance(value, float):
+            return _decimal.Decimal(repr(value))  # the float's shortest exact text, not its binary expansion
+        raise _CastError()
+
+    def _encode_value(self, value: Any) -> bytes:
+        return b'"' + str(value).encode("ascii") + b'"'
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> _decimal.Decimal:
+        if not isinstance(stored, str):
+            raise TypeError(f"expected a decimal string, got {type(stored).__name__}")
+        try:
+            return _decimal.Decimal(stored)
+        except _decimal.InvalidOperation:
+            raise ValueError(f"{stored!r} is not a decimal") from None
+
+    def index_token(self, value: Any) -> str:
+        if value.is_nan():
+            return "NaN"
+        if value.is_zero():
+            return "0"
+        return str(value.normalize())
+
+
+class Integer(Attribute[int]):
+    """An int of any size, stored as a JSON number. Integral floats and numeric strings are cast."""
+
+    __base_type__ = int
+    __empty_value__ = 0
+    indexable = True
+
+    def _cast(self, value: Any) -> int:
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+        if isinstance(value, (float, _decimal.Decimal)):
+            if value != value or value in (math.inf, -math.inf) or value != int(value):
+                raise _CastError("it is not a whole number")
+            return int(value)
+        raise _CastError()
+
+    def _encode_value(self, value: Any) -> bytes:
+        return str(value).encode("ascii")
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> int:
+        if not isinstance(stored, int) or isinstance(stored, bool):
+            raise TypeError(f"expected a JSON integer, got {type(stored).__name__}")
+        return stored
+
+    def index_token(self, value: Any) -> str:
+        return str(value)
+
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+class Float(Attribute[float]):
+    """A float, stored as a JSON number; NaN and ±Infinity as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
+
+    Every float round-trips bit for bit, -0.0 included.
+    """
+
+    __base_type__ = float
+    __empty_value__ = 0.0
+    indexable = True
+
+    def _cast(self, value: Any) -> float:
+        if isinstance(value, (int, float, _decimal.Decimal)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value)
+        raise _CastError()
+
+    def _encode_value(self, value: Any) -> bytes:
+        if math.isfinite(value):
+            return orjson.dumps(value)
+        if math.isnan(value):
+            return b'"NaN"'
+        return b'"Infinity"' if value > 0 else b'"-Infinity"'
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> float:
+        if isinstance(stored, str):
+            try:
+                return _NON_FINITE[stored]
+            except KeyError:
+                raise ValueError(f"{stored!r} is not a float") from None
+        if isinstance(stored, bool) or not isinstance(stored, (int, float)):
+            raise TypeError(f"expected a JSON number, got {type(stored).__name__}")
+        return float(stored)
+
+    def index_token(self, value: Any) -> str:
+        if value == 0:
+            return "0.0"  # -0.0 == 0.0
+        return repr(value)
+
+
+class Pointer(Attribute[Any]):
+    """Think of it as a soft foreign key: stores the target's hash key, loads the target.
+
+    Args:
+        to_model: the target model class, or its name (``"Project"`` or
+            ``"namespace.Project"``) to point at a model declared later.
+        null: whether the pointer may be empty. A pointer whose target was
+            deleted loads as ``None`` when ``null=True``; otherwise reading it
+            raises BrokenReferenceError.
+
+    Pointers are indexed unless ``index=False``, so reverse lookups
+    (``Build.objects.filter(project=p)``) run inside Redis.
+    """
+
+    __base_type__ = None
+    __empty_value__ = None
+    indexable = True
+
+    def __init__(
+        self,
+        to_model: type[ActiveRecord] | str | None = None,
+        null: bool = False,
+        *,
+        default: Any = None,
+        index: bool = True,
+        unique: bool = False,
+        secret: bool = False,
+    ) -> None:
+        super().__init__(null=null, default=default, index=index, unique=unique, secret=secret)
+        self._to_model = to_model
+
+    @property
+    def to_model(self) -> type[ActiveRecord]:
+        """The target model class (resolved through the model registry on first use)."""
+        target = self._to_model
+        if isinstance(target, str):
+            from repocket.registry import resolve_model
+
+            target = self._to_model = resolve_model(target, near=getattr(self, "model", None))
+        if target is None:
+            from repocket.model import ActiveRecord
+
+            return ActiveRecord
+        return target
+
+    def _expected(self) -> str:
+        target = self.to_model
+        return f"a saved {target.__module__}.{target.__name__} instance"
+
+    def _cast(self, value: Any) -> Any:
+        if isinstance(value, self.to_model):
+            return value
+        raise _CastError()
+
+    def _encode_value(self, value: Any) -> bytes:
+        return orjson.dumps(value._key())
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> str:
+        # The loader resolves the key into an instance; here only its shape is checked.
+        if not isinstance(stored, str):
+            raise TypeError(f"expected a record key string, got {type(stored).__name__}")
+        self.to_model._meta.parse_key(stored)
+        return stored
+
+    def to_string(self, value: Any) -> str:
+        value = self.cast(value)
+        return "" if value is None else value._key()
+
+    def to_python(self, value: Any, simple: bool = False) -> Any:
+        if simple:
+            return None if value is None else value.to_dict(simple=True)
+        return super().to_python(value, simple=False)
+
+    def index_token(self, value: Any) -> str:
+        if isinstance(value, str):  # a stored key, read back from Redis
+            return str(self.to_model._meta.parse_key(value))
+        return str(value._pk())

@@ -1,0 +1,87 @@
+"""Every Redis key repocket writes, built in this one place.
+
+A model's keys all start with its prefix, ``repocket:<namespace>:<ModelName>``:
+
+========================================  ==========  =========================================
+key                                        type        holds
+========================================  ==========  =========================================
+``<prefix>:<uuid>``                        hash        one record, a JSON envelope per attribute
+``<prefix>:<uuid>:field:<name>``           string      a ByteStream attribute's raw bytes
+``<prefix>:_ids``                          set         the id of every saved record
+``<prefix>:_eq:<field>:<token>``           set         ids whose indexed ``field`` equals token
+``<prefix>:_null:<field>``                 set         ids whose indexed ``field`` is None
+``<prefix>:_sort:<field>``                 sorted set  ids scored by an ordered indexed field
+``<prefix>:_lex:<field>``                  sorted set  ``value\\x00id`` for Unicode prefix/order
+``<prefix>:_unique:<field>``               hash        token -> id for ``unique=True`` fields
+========================================  ==========  =========================================
+
+Bookkeeping segments start with ``_``, so they can never be mistaken for a
+UUID. Keeping the prefix in one function means a Redis Cluster hash tag can
+later wrap it, putting all of a model's keys in one slot.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+RECORD_PREFIX = "repocket"
+
+
+def model_prefix(namespace: str, model_name: str) -> str:
+    """``repocket:<namespace>:<ModelName>``: what every key of the model starts with."""
+    return f"{RECORD_PREFIX}:{namespace}:{model_name}"
+
+
+def record_key(prefix: str, pk: uuid.UUID | str) -> str:
+    """The hash holding one record."""
+    return f"{prefix}:{pk}"
+
+
+def stream_key(record: str, field: str) -> str:
+    """The string holding a ByteStream's bytes."""
+    return f"{record}:field:{field}"
+
+
+def ids_key(prefix: str) -> str:
+    """The set of every saved record's id."""
+    return f"{prefix}:_ids"
+
+
+def eq_index_key(prefix: str, field: str, token: str) -> str:
+    """The set of ids whose indexed ``field`` has the equality token ``token``."""
+    return f"{prefix}:_eq:{field}:{token}"
+
+
+def null_index_key(prefix: str, field: str) -> str:
+    """The set of ids whose indexed ``field`` is None."""
+    return f"{prefix}:_null:{field}"
+
+
+def eq_index_pattern(prefix: str, field: str) -> str:
+    """A SCAN pattern matching every equality set of ``field``, glob characters escaped."""
+    return escape_glob(f"{prefix}:_eq:{field}:") + "*"
+
+
+def sorted_index_key(prefix: str, field: str) -> str:
+    """The sorted set scoring ids by an ordered field (Integer, Float, Decimal, DateTime)."""
+    return f"{prefix}:_sort:{field}"
+
+
+def lex_index_key(prefix: str, field: str) -> str:
+    """The sorted set of ``value\\x00id`` members for a Unicode field (prefix search, ordering)."""
+    return f"{prefix}:_lex:{field}"
+
+
+def unique_key(prefix: str, field: str) -> str:
+    """The hash mapping a unique field's token to the id holding it."""
+    return f"{prefix}:_unique:{field}"
+
+
+def escape_glob(text: str) -> str:
+    """Escape ``* ? [ ] \\`` so ``text`` matches itself literally in SCAN/KEYS patterns."""
+    out = []
+    for char in text:
+        if char in "*?[]\\":
+            out.append("\\")
+        out.append(char)
+    return "".join(out)

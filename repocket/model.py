@@ -1,0 +1,482 @@
+"""``ActiveRecord``, the base class of every model, and the metaclass that builds models.
+
+::
+
+    class User(ActiveRecord):
+        name = attributes.Unicode()
+        email = attributes.Bytes()
+        metadata = attributes.JSON()
+
+    harry = User.create(name="Harry Potter", email=b"harry@hogwarts.uk")
+    User.objects.get(id=harry.id)
+
+The metaclass collects the declared attributes (inherited ones first, then the
+class's own, in declaration order), checks the declaration, adds ``id =
+AutoUUID()`` when there is no primary key, and keeps everything on ``_meta``.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from redis.exceptions import RedisError
+
+from repocket import errors, keys, registry
+from repocket.attributes import Attribute, AutoUUID, ByteStream, Pointer, _short_repr
+from repocket.connections import configure
+from repocket.manager import ManagerDescriptor
+from repocket.scripts import get as get_script
+
+if TYPE_CHECKING:
+    import redis
+
+    from repocket.manager import Manager
+
+__all__ = ["ActiveRecord", "ModelOptions", "fields"]
+
+class ModelOptions:
+    """Everything repocket knows about one model, on ``Model._meta``."""
+
+    def __init__(self, model: type[ActiveRecord], fields: dict[str, Attribute[Any]], options: dict[str, Any]) -> None:
+        self.model = model
+        self.name = model.__name__
+        self.namespace: str = options.get("namespace") or model.__module__
+        self.prefix = keys.model_prefix(self.namespace, self.name)
+        self.label = f"{model.__module__}.{model.__qualname__}"
+        self.fields = fields
+        self.versioned: bool = bool(options.get("versioned", False))
+        self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
+        self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
+        self.hash_field_names = {name.encode(): (name, attr) for name, attr in self.hash_fields}
+        self.streams = [name for name, attr in fields.items() if not attr.stored_in_hash]
+        self.pointers = [name for name, attr in fields.items() if isinstance(attr, Pointer)]
+        self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]
+        self.indexed = [name for name, attr in fields.items() if attr.index]
+        self.unique = [name for name, attr in fields.items() if attr.unique]
+        self.ids_key = keys.ids_key(self.prefix)
+        self._key_start = self.prefix + ":"
+
+    def key(self, pk: uuid.UUID | str) -> str:
+        """The hash key of the record with primary key ``pk``."""
+        return keys.record_key(self.prefix, pk)
+
+    def parse_key(self, key: str) -> uuid.UUID:
+        """The primary key inside one of this model's record keys.
+
+        Raises:
+            ValueError: ``key`` is not ``<prefix>:<canonical uuid>`` of this model.
+        """
+        if not key.startswith(self._key_start):
+            raise ValueError(f"{key!r} is not a key of {self.label} (expected {self.prefix}:<uuid>)")
+        tail = key[len(self._key_start):]
+        pk = uuid.UUID(tail) if len(tail) == 36 else None
+        if pk is None or str(pk) != tail:
+            raise ValueError(f"{key!r} does not end in a canonical UUID")
+        return pk
+
+    def field_names(self) -> list[str]:
+        """The attribute names, in declaration order."""
+        return list(self.fields)
+
+    def unknown_field(self, name: str, what: str = "attribute") -> errors.UnknownFieldError:
+        """The error for a name that is not an attribute, listing the valid ones."""
+        valid = self.field_names()
+        return errors.UnknownFieldError(
+            f"{self.label} has no {what} {name!r}; valid names: {', '.join(valid)}",
+            model=self.label,
+            field=name,
+            valid=valid,
+        )
+
+
+def fields(model: type[ActiveRecord] | ActiveRecord) -> dict[str, Attribute[Any]]:
+    """The attributes of a model (or of an instance's model), in declaration order."""
+    return dict(model._meta.fields)
+
+
+_RESERVED = {"pk", "objects", "DoesNotExist", "MultipleObjectsReturned", "Meta"}
+
+
+class ActiveRecordMeta(type):
+    """Builds models: collects attributes, checks them, registers the model, adds ``objects``."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> Any:
+        if not any(isinstance(base, ActiveRecordMeta) for base in bases):
+            return super().__new__(mcs, name, bases, namespace, **kwargs)  # ActiveRecord itself
+
+        label = f"{namespace.get('__module__', '?')}.{namespace.get('__qualname__', name)}"
+        collected: dict[str, Attribute[Any]] = {}
+        for base in reversed(bases):
+            for field, attr in getattr(getattr(base, "_meta", None), "fields", {}).items():
+                collected[field] = copy.copy(attr)
+        own = sorted(
+            ((field, attr) for field, attr in namespace.items() if isinstance(attr, Attribute)),
+            key=lambda item: item[1]._order,
+        )
+        for field, attr in own:
+            _check_name(label, field)
+            collected.pop(field, None)
+            collected[field] = attr
+
+        primary = [field for field, attr in collected.items() if isinstance(attr, AutoUUID)]
+        if len(primary) > 1:
+            raise errors.RepocketActiveRecordDefinitionError(
+                f"{label} declares {len(primary)} AutoUUID attributes ({', '.join(primary)}); "
+                "a model has exactly one primary key"
+            )
+        if not primary:
+            if "id" in collected:
+                raise errors.RepocketActiveRecordDefinitionError(
+                    f"{label}.id is a {type(collected['id']).__name__}, but a model without an "
+                    "AutoUUID uses 'id' as its primary key; declare id = attributes.AutoUUID()"
+                )
+            pk_attr: Attribute[Any] = AutoUUID()
+            collected = {"id": pk_attr, **collected}
+        for field, attr in collected.items():
+            _check_attribute(label, field, attr)
+            namespace[field] = attr
+
+        options = _read_options(label, namespace)
+        for field in [f for f, a in collected.items() if isinstance(a, ByteStream)]:
+            namespace[f"append_{field}"] = _make_appender(field)
+
+        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        for field, attr in collected.items():
+            attr.__set_name__(cls, field)
+            attr.model = cls
+        cls._meta = ModelOptions(cls, collected, options)
+        cls.DoesNotExist = type(
+            "DoesNotExist", (_inherited_error(bases, "DoesNotExist", errors.DoesNotExist),),
+            {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.DoesNotExist"},
+        )
+        cls.MultipleObjectsReturned = type(
+            "MultipleObjectsReturned",
+            (_inherited_error(bases, "MultipleObjectsReturned", errors.MultipleObjectsReturned),),
+            {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.MultipleObjectsReturned"},
+        )
+        registry.register(cls)
+        return cls
+
+
+def _inherited_error(bases: tuple[type, ...], name: str, default: type[Exception]) -> type[Exception]:
+    for base in bases:
+        if isinstance(base, ActiveRecordMeta) and hasattr(base, "_meta"):
+            return getattr(base, name)  # type: ignore[no-any-return]
+    return default
+
+
+def _check_name(label: str, field: str) -> None:
+    if field.startswith("_") or field in _RESERVED or hasattr(ActiveRecord, field) or field.startswith("append_"):
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.{field}: the name is reserved by repocket (it starts with '_' or "
+            "'append_', or is a method of ActiveRecord); choose another"
+        )
+
+
+def _check_attribute(label: str, field: str, attr: Attribute[Any]) -> None:
+    if attr.index and not attr.indexable:
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.{field}: {type(attr).__name__} attributes cannot be indexed or unique"
+        )
+    if isinstance(attr, AutoUUID) and (attr.null or attr.default is not None):
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.{field}: the primary key cannot be null or have a default"
+        )
+
+
+def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    meta = namespace.get("Meta")
+    options = {k: v for k, v in vars(meta).items() if not k.startswith("_")} if meta else {}
+    if "__namespace__" in namespace:
+        options.setdefault("namespace", namespace["__namespace__"])
+    unknown = set(options) - {"namespace", "versioned"}
+    if unknown:
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.Meta: unknown options {sorted(unknown)}; known: namespace, versioned"
+        )
+    ns = options.get("namespace")
+    if ns is not None and (not isinstance(ns, str) or not ns or any(c in ns for c in ":{}*?[]\\ \n")):
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}: namespace {ns!r} must be a non-empty string without ': {{ }} * ? [ ] \\' or spaces"
+        )
+    return options
+
+
+def _make_appender(field: str) -> Any:
+    def append(self: ActiveRecord, data: bytes | str, *, connection: redis.Redis | None = None) -> str:
+        return self._append(field, data, connection)
+
+    append.__name__ = f"append_{field}"
+    append.__doc__ = (
+        f"Append ``data`` to the ByteStream ``{field}`` in one Redis call (APPEND, no read)\n"
+        "and to the value in memory. Returns the string's key."
+    )
+    return append
+
+
+class ActiveRecord(metaclass=ActiveRecordMeta):
+    """Base model class: subclass it and declare attributes to get a model stored in Redis.
+
+    ::
+
+        class User(ActiveRecord):
+            id = attributes.AutoUUID()
+            name = attributes.Unicode()
+            github_metadata = attributes.JSON()
+
+        user = User(name="foo", github_metadata={"yay": "this is json baby!"})
+        keys = user.save()
+        configure.get_connection().hgetall(keys["hash"])
+
+    Options go in an inner ``class Meta`` (``namespace``, ``versioned``) or, for the
+    namespace, a class-level ``__namespace__``.
+    """
+
+    _meta: ClassVar[ModelOptions]
+    objects: ClassVar[Manager[Any]] = ManagerDescriptor()  # type: ignore[assignment]
+    DoesNotExist: ClassVar[type[errors.DoesNotExist]]
+    MultipleObjectsReturned: ClassVar[type[errors.MultipleObjectsReturned]]
+
+    _data: dict[str, Any]
+    #: Hash field bytes as last read from or written to Redis; None: never saved or loaded.
+    _stored: dict[str, bytes] | None
+    #: ByteStream values as last read from or written to Redis.
+    _stored_streams: dict[str, bytes]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args:
+            raise TypeError(f"{self._meta.label}() takes keyword arguments only")
+        meta = self._meta
+        unknown = [name for name in kwargs if name not in meta.fields]
+        if unknown:
+            raise meta.unknown_field(unknown[0], "attribute")
+        self._data = {}
+        self._stored = None
+        self._stored_streams = {}
+        for name, attr in meta.fields.items():
+            value = kwargs[name] if name in kwargs else attr.get_default()
+            self._data[name] = attr.clean(value)
+
+    # -- identity ------------------------------------------------------------
+
+    @property
+    def pk(self) -> uuid.UUID | None:
+        """The primary key value, whatever the primary key attribute is called."""
+        return self._data[self._meta.pk]  # type: ignore[no-any-return]
+
+    def _pk(self) -> uuid.UUID:
+        pk = self._data[self._meta.pk]
+        if pk is None:
+            raise errors.UnsavedReferenceError(f"{self._meta.label} has no id yet: save it first")
+        return pk  # type: ignore[no-any-return]
+
+    def _key(self) -> str:
+        """The record's hash key (the instance must have an id)."""
+        return self._meta.key(self._pk())
+
+    def _calculate_hash_key(self) -> str:
+        """The original API's name for the record's hash key."""
+        return self._key()
+
+    def _calculate_key_for_field(self, name: str) -> str:
+        """The key of the string that holds the ByteStream ``name``."""
+        if name not in self._meta.streams:
+            raise self._meta.unknown_field(name, "ByteStream")
+        return keys.stream_key(self._key(), name)
+
+    # -- python protocol -------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._meta.fields:
+            raise self._meta.unknown_field(name)
+        return self._data[name]
+
+    def __repr__(self) -> str:
+        parts = []
+        for name, attr in self._meta.fields.items():
+            value = self._data[name]
+            if attr.secret and value is not None:
+                shown = "'***'"
+            elif name == self._meta.pk:
+                shown = repr(None if value is None else str(value))
+            elif isinstance(value, ActiveRecord):
+                shown = f"{value._meta.label}(id={str(value.pk)!r})"
+            else:
+                shown = _short_repr(value)
+            parts.append(f"{name}={shown}")
+        return f"{self._meta.label}({', '.join(parts)})"
+
+    def _comparable(self) -> list[Any]:
+        out = []
+        for name in self._meta.fields:
+            value = self._data[name]
+            if isinstance(value, ActiveRecord):
+                value = (type(value), value.pk)
+            out.append(value)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ActiveRecord):
+            return NotImplemented
+        return type(self) is type(other) and self._comparable() == other._comparable()
+
+    def __hash__(self) -> int:
+        if self.pk is None:
+            raise TypeError(f"{self._meta.label} instances without an id are unhashable")
+        return hash((type(self), self.pk))
+
+    # -- conversions -------------------------------------------------------------
+
+    def to_dict(self, simple: bool = False, *, reveal: bool = False) -> dict[str, Any]:
+        """The record as a dict, in declaration order.
+
+        Args:
+            simple: plain Python values (Pointers as nested dicts) instead of the
+                stored envelopes ``{"type": ..., "value": ..., "module": ...}``.
+            reveal: with ``simple``, show ``secret=True`` values instead of ``"***"``.
+        """
+        out: dict[str, Any] = {}
+        for name, attr in self._meta.fields.items():
+            value = self._data[name]
+            if simple and attr.secret and not reveal and value is not None:
+                out[name] = "***"
+            else:
+                out[name] = attr.to_python(value, simple=simple)
+        return out
+
+    def matches(self, kw: dict[str, Any]) -> bool:
+        """Whether every ``field: value`` in ``kw`` equals this record's value (cast first)."""
+        meta = self._meta
+        for name, expected in kw.items():
+            attr = meta.fields.get(name)
+            if attr is None:
+                raise meta.unknown_field(name)
+            value = self._data[name]
+            if isinstance(attr, Pointer):
+                if (value.pk if value is not None else None) != (
+                    expected.pk if isinstance(expected, ActiveRecord) else expected
+                ):
+                    return False
+            elif value != attr.cast(expected):
+                return False
+        return True
+
+    # -- persistence -----------------------------------------------------------
+
+    @classmethod
+    def create(cls, *, connection: redis.Redis | None = None, **kwargs: Any) -> Any:
+        """Build an instance from ``kwargs``, save it, and return it."""
+        instance = cls(**kwargs)
+        instance.save(connection=connection)
+        return instance
+
+    def save(self, *, force: bool = False, connection: redis.Redis | None = None) -> dict[str, Any]:
+        """Persist the record in one atomic round trip; assign an id (uuid1) first if it has none.
+
+        Only attributes that changed since the record was loaded or last saved
+        are written (and their index entries), so concurrent writers changing
+        different attributes both keep their change. ``force=True`` writes all.
+
+        Returns:
+            ``{"hash": <hash key>, "strings": {<ByteStream name>: <string key>}}``.
+
+        Raises:
+            ValidationError: a ``null=False`` attribute holds None (nothing is written).
+            UnsavedReferenceError: a Pointer names a record never saved.
+        """
+        from repocket import store
+
+        conn = connection or configure.get_connection()
+        meta = self._meta
+        for name in meta.auto_now:
+            self._data[name] = meta.fields[name].now()  # type: ignore[attr-defined]
+        self._validate_for_save()
+        if self._data[meta.pk] is None:
+            self._data[meta.pk] = meta.fields[meta.pk].generate()  # type: ignore[attr-defined]
+        store.save_instances(conn, meta, [self], force=force)
+        record = self._key()
+        return {
+            "hash": record,
+            "strings": {name: keys.stream_key(record, name) for name in meta.streams},
+        }
+
+    def _validate_for_save(self) -> None:
+        meta = self._meta
+        for name, attr in meta.fields.items():
+            value = self._data[name]
+            if value is None:
+                if not attr.null and name != meta.pk:
+                    raise errors.ValidationError(
+                        f"{meta.label}.{name}: None is not allowed (the attribute is not null=True); "
+                        f"expected {attr._expected()}",
+                        model=meta.label,
+                        field=name,
+                        value=None,
+                        expected=attr._expected(),
+                    )
+            elif isinstance(attr, Pointer) and value._stored is None:
+                raise errors.UnsavedReferenceError(
+                    f"{meta.label}.{name} points to an unsaved {value._meta.label}; "
+                    "save the target before the record that points to it"
+                )
+
+    def delete(self, *, connection: redis.Redis | None = None) -> int:
+        """Delete the record, its ByteStream strings and its index entries, atomically.
+
+        Returns:
+            The number of the record's own keys deleted (hash plus ByteStream strings):
+            1 for a saved record without ByteStreams, 0 when it was not stored.
+        """
+        from repocket import store
+
+        if self._data[self._meta.pk] is None:
+            return 0
+        conn = connection or configure.get_connection()
+        deleted = store.delete_records(conn, self._meta, [self])[0]
+        self._stored = None
+        self._stored_streams = {}
+        return deleted
+
+    def refresh(self, *, connection: redis.Redis | None = None) -> None:
+        """Reload every attribute from Redis, discarding unsaved changes.
+
+        Raises:
+            DoesNotExist: the record is no longer stored.
+        """
+        fresh = type(self).objects.using(connection).get(pk=self._pk())
+        self._data = fresh._data
+        self._stored = fresh._stored
+        self._stored_streams = fresh._stored_streams
+
+    def _append(self, field: str, data: bytes | str, connection: redis.Redis | None) -> str:
+        attr = self._meta.fields[field]
+        chunk = attr.cast(data)
+        if chunk is None:
+            raise attr._invalid(data)
+        current = self._data[field] or b""
+        if self._stored is None:  # not saved yet: the next save() writes it all
+            self._data[field] = current + chunk
+            return self._calculate_key_for_field(field)
+        key = self._calculate_key_for_field(field)
+        conn = connection or configure.get_connection()
+        try:
+            length = get_script("append")(conn, [self._key(), key], [chunk])
+        except RedisError as exc:
+            raise _wrap_redis_error(exc, self._meta, key) from exc
+        if length == -1:
+            raise self.DoesNotExist(
+                f"{self._meta.label} {self._key()} no longer exists; nothing was appended"
+            )
+        self._data[field] = current + chunk
+        # Whatever others appended too, save() must not overwrite the string: it
+        # writes a ByteStream only when its value differs from this.
+        self._stored_streams[field] = self._data[field]
+        return key
+
+
+def _wrap_redis_error(exc: RedisError, meta: ModelOptions, key: str) -> errors.RepocketError:
+    from repocket.store import wrap_redis_error
+
+    return wrap_redis_error(exc, meta, key)

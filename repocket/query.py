@@ -1,0 +1,709 @@
+"""Lazy queries (:class:`QuerySet`) and their evaluated form (:class:`ResultSet`).
+
+A QuerySet is immutable: ``filter``, ``exclude``, ``order_by`` and slicing
+return new ones, and nothing touches Redis until the query is evaluated
+(iteration, ``len``, indexing, ``count``, ``get``, ``first``...). Evaluation:
+
+1. **Candidates** come from indexes when a lookup can use one (equality sets,
+   sorted sets for ranges, the lexicographic set for ``startswith``, pointer
+   sets for ``project=`` and ``project__name=``), read in one pipelined round
+   trip; otherwise from the model's id set (every record: O(model size)).
+2. **Records** are fetched in one more round trip, Pointers one level per round trip.
+3. **Every lookup is checked again in Python** on the loaded records, so an
+   index only narrows the search and never changes an answer.
+
+When the order comes from an index and every lookup used one, slicing is pushed
+into Redis: only the records of the slice are fetched.
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from redis.exceptions import RedisError
+
+from repocket import attributes, errors, indexes, keys, store
+from repocket.connections import configure
+from repocket.model import ActiveRecord
+
+if TYPE_CHECKING:
+    import redis
+
+    from repocket.model import ModelOptions
+
+M = TypeVar("M", bound=ActiveRecord)
+
+__all__ = ["LOOKUPS", "QuerySet", "ResultSet"]
+
+
+# -- ResultSet ----------------------------------------------------------------------
+
+
+def _sort_key(field: str) -> Callable[[Any], Any]:
+    path = field.split("__")
+
+    def key(record: Any) -> Any:
+        value = record
+        for part in path:
+            if value is None:
+                break
+            value = value[part]
+        if isinstance(value, ActiveRecord):
+            value = str(value.pk)
+        return (value is not None, value)
+
+    return key
+
+
+def sort_records(records: list[Any], fields: Sequence[str]) -> list[Any]:
+    """Records sorted by ``fields`` (``-`` descending), stably; None first when ascending."""
+    out = list(records)
+    for field in reversed(fields):
+        descending = field.startswith("-")
+        out.sort(key=_sort_key(field.lstrip("-")), reverse=descending)
+    return out
+
+
+class ResultSet(list):  # type: ignore[type-arg]
+    """A list of records with superpowers: ``.order_by("field")`` / ``.order_by("-field")``.
+
+    Ordering is stable and chainable; several keys are allowed, ``None`` sorts
+    first ascending (last descending).
+    """
+
+    def order_by(self, *fields: str) -> ResultSet:
+        """A new ResultSet ordered by ``fields``."""
+        if self:
+            meta = self[0]._meta
+            for field in fields:
+                _check_order_field(meta, field)
+        return ResultSet(sort_records(self, fields))
+
+
+def _check_order_field(meta: ModelOptions, field: str) -> None:
+    name, _, rest = field.lstrip("-").partition("__")
+    attr = meta.fields.get(name)
+    if attr is None:
+        raise meta.unknown_field(name)
+    if rest:
+        if not isinstance(attr, attributes.Pointer):
+            raise meta.unknown_field(field.lstrip("-"))
+        _check_order_field(attr.to_model._meta, rest)
+
+
+# -- lookups ------------------------------------------------------------------------
+
+
+def _contains(value: Any, wanted: Any) -> bool:
+    try:
+        return wanted in value
+    except TypeError:
+        return False
+
+
+def _fold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def check(value: Any, wanted: Any) -> bool:
+        if value is None:
+            return False
+        try:
+            return op(value, wanted)
+        except TypeError:
+            return False
+
+    return check
+
+
+#: Lookup name -> (value, wanted) -> bool, applied in Python to loaded records.
+LOOKUPS: dict[str, Callable[[Any, Any], bool]] = {
+    "exact": lambda value, wanted: value == wanted,
+    "iexact": lambda value, wanted: _fold(value) == _fold(wanted),
+    "in": lambda value, wanted: value in wanted,
+    "gt": _compare(operator.gt),
+    "gte": _compare(operator.ge),
+    "lt": _compare(operator.lt),
+    "lte": _compare(operator.le),
+    "range": _compare(lambda value, wanted: wanted[0] <= value <= wanted[1]),
+    "isnull": lambda value, wanted: (value is None) == wanted,
+    "startswith": lambda value, wanted: isinstance(value, (str, bytes)) and value.startswith(wanted),
+    "istartswith": lambda value, wanted: isinstance(value, str) and value.casefold().startswith(wanted.casefold()),
+    "contains": lambda value, wanted: value is not None and _contains(value, wanted),
+    "icontains": lambda value, wanted: isinstance(value, str) and wanted.casefold() in value.casefold(),
+}
+
+
+class Lookup:
+    """One condition: ``field[__subfield]__op = value``, its value already cast."""
+
+    def __init__(self, meta: ModelOptions, expression: str, value: Any) -> None:
+        parts = expression.split("__")
+        op = parts[-1] if len(parts) > 1 and parts[-1] in LOOKUPS else "exact"
+        path = parts[:-1] if op != "exact" or parts[-1] == "exact" else parts
+        if len(path) > 2 or not path:
+            raise meta.unknown_field(expression, "lookup")
+        attr = meta.fields.get(path[0])
+        if attr is None:
+            raise meta.unknown_field(path[0])
+        self.field = path[0]
+        self.attr = attr
+        self.sub: Lookup | None = None
+        self.op = op
+        if len(path) == 2:
+            if not isinstance(attr, attributes.Pointer):
+                raise errors.UnknownFieldError(
+                    f"{meta.label}.{path[0]} is not a Pointer; {expression!r} cannot follow it",
+                    model=meta.label, field=expression, valid=meta.field_names(),
+                )
+            target = attr.to_model._meta
+            self.sub = Lookup(target, "__".join(path[1:] + [op]), value)
+            self.value = self.sub.value
+            return
+        self.value = self._cast(meta, value)
+
+    def _cast(self, meta: ModelOptions, value: Any) -> Any:
+        attr, op = self.attr, self.op
+        if op == "isnull":
+            return bool(value)
+        if op == "in":
+            return [self._cast_one(v) for v in value]
+        if op == "range":
+            low, high = value
+            return (self._cast_one(low), self._cast_one(high))
+        if op in ("contains", "icontains") and isinstance(attr, attributes.JSON):
+            return value
+        if op in ("icontains", "istartswith", "iexact") and not isinstance(attr, attributes.Unicode):
+            raise errors.ValidationError(
+                f"{meta.label}.{self.field}: the {op} lookup works on Unicode attributes only",
+                model=meta.label, field=self.field, value=value, expected="a Unicode attribute",
+            )
+        return self._cast_one(value)
+
+    def _cast_one(self, value: Any) -> Any:
+        if isinstance(self.attr, attributes.Pointer):
+            return _pointer_pk(self.attr, value)
+        return self.attr.cast(value)
+
+    def value_of(self, record: Any) -> Any:
+        value = record._data[self.field]
+        if isinstance(self.attr, attributes.Pointer) and self.sub is None:
+            return None if value is None else value.pk
+        return value
+
+    def matches(self, record: Any) -> bool:
+        if self.sub is not None:
+            target = record._data[self.field]
+            return target is not None and self.sub.matches(target)
+        return LOOKUPS[self.op](self.value_of(record), self.value)
+
+
+def _pointer_pk(attr: attributes.Pointer, value: Any) -> uuid.UUID | None:
+    if value is None:
+        return None
+    if isinstance(value, ActiveRecord):
+        if not isinstance(value, attr.to_model):
+            raise attr._invalid(value)
+        return value._pk()
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise attr._invalid(value)
+
+
+# -- planning -----------------------------------------------------------------------
+
+
+class _IdSource:
+    """Where a lookup's candidate ids come from, as one queued Redis command."""
+
+    def __init__(self, queue: Callable[[Any], None], parse: Callable[[Any], set[str]]) -> None:
+        self.queue = queue
+        self.parse = parse
+
+
+def _members(reply: Any) -> set[str]:
+    return {m.decode() if isinstance(m, bytes) else m for m in reply}
+
+
+def _lex_ids(reply: Any) -> set[str]:
+    return {m.rsplit(b"\x00", 1)[-1].decode() for m in reply}
+
+
+def _index_source(meta: ModelOptions, lookup: Lookup, conn: redis.Redis) -> _IdSource | None:
+    """The index read that gives a superset of the records matching ``lookup``, if any."""
+    attr, op, value = lookup.attr, lookup.op, lookup.value
+    if not attr.index:
+        return None
+    prefix, field = meta.prefix, lookup.field
+    if lookup.sub is not None:
+        target_ids = _candidate_ids(attr.to_model._meta, [lookup.sub], conn)  # type: ignore[attr-defined]
+        if target_ids is None:
+            return None
+        eq = [keys.eq_index_key(prefix, field, pk) for pk in sorted(target_ids)]
+        return _IdSource(lambda pipe: pipe.sunion(eq) if eq else pipe.echo(b""),
+                         lambda reply: _members(reply) if eq else set())
+
+    def token(v: Any) -> str:
+        return str(v) if isinstance(attr, attributes.Pointer) else attr.index_token(v)
+
+    if op == "exact":
+        key = keys.null_index_key(prefix, field) if value is None else keys.eq_index_key(prefix, field, token(value))
+        return _IdSource(lambda pipe: pipe.smembers(key), _members)
+    if op == "in":
+        in_keys = [keys.null_index_key(prefix, field) if v is None else keys.eq_index_key(prefix, field, token(v)) for v in value]
+        if not in_keys:
+            return _IdSource(lambda pipe: pipe.echo(b""), lambda reply: set())
+        return _IdSource(lambda pipe: pipe.sunion(in_keys), _members)
+    if op == "isnull" and value:
+        key = keys.null_index_key(prefix, field)
+        return _IdSource(lambda pipe: pipe.smembers(key), _members)
+    if op in ("gt", "gte", "lt", "lte", "range") and indexes.is_ordered(attr):
+        low, high = "-inf", "+inf"
+        if op in ("gt", "gte"):
+            low = _score_bound(attr, value)
+        elif op in ("lt", "lte"):
+            high = _score_bound(attr, value)
+        else:
+            low, high = _score_bound(attr, value[0]), _score_bound(attr, value[1])
+        if low is None or high is None:
+            return None
+        sort_key = keys.sorted_index_key(prefix, field)
+        # Inclusive bounds: scores are doubles, so exact comparison happens in Python.
+        return _IdSource(lambda pipe: pipe.zrangebyscore(sort_key, low, high), _members)
+    if op == "startswith" and indexes.is_lex(attr):
+        lex_key = keys.lex_index_key(prefix, field)
+        start = b"[" + value.encode("utf-8")
+        end = b"[" + value.encode("utf-8") + b"\xff"
+        return _IdSource(lambda pipe: pipe.zrangebylex(lex_key, start, end), _lex_ids)
+    return None
+
+
+def _score_bound(attr: attributes.Attribute[Any], value: Any) -> str | None:
+    if value is None:
+        return None
+    number = indexes.score(attr, value)
+    return None if number is None else indexes.format_score(number)
+
+
+def _candidate_ids(meta: ModelOptions, lookups: Sequence[Lookup], conn: redis.Redis) -> set[str] | None:
+    """Ids that may match every lookup (from indexes, in one round trip), or None: unknown."""
+    sources = [s for s in (_index_source(meta, lookup, conn) for lookup in lookups) if s is not None]
+    if not sources:
+        return None
+    pipe = conn.pipeline(transaction=False)
+    for source in sources:
+        source.queue(pipe)
+    try:
+        replies = pipe.execute()
+    except RedisError as exc:
+        raise store.wrap_redis_error(exc, meta, None) from exc
+    result: set[str] | None = None
+    for source, reply in zip(sources, replies):
+        ids = source.parse(reply)
+        result = ids if result is None else result & ids
+        if not result:
+            break
+    return result
+
+
+# -- QuerySet -----------------------------------------------------------------------
+
+
+class QuerySet(Generic[M]):
+    """A lazy, immutable, chainable query over one model; evaluates to a :class:`ResultSet`."""
+
+    def __init__(self, model: type[M], connection: redis.Redis | None = None) -> None:
+        self.model = model
+        self._connection = connection
+        self._filters: list[Lookup] = []
+        self._excludes: list[list[Lookup]] = []
+        self._order: tuple[str, ...] = ()
+        self._low = 0
+        self._high: int | None = None
+        self._cache: ResultSet | None = None
+
+    def _clone(self) -> QuerySet[M]:
+        clone = QuerySet(self.model, self._connection)
+        clone._filters = list(self._filters)
+        clone._excludes = list(self._excludes)
+        clone._order = self._order
+        clone._low, clone._high = self._low, self._high
+        return clone
+
+    @property
+    def _conn(self) -> redis.Redis:
+        return self._connection or configure.get_connection()
+
+    def __repr__(self) -> str:
+        shown = list(self[:21]) if self._cache is None else self._cache[:21]
+        more = ", ...(remaining elements truncated)..." if len(shown) > 20 else ""
+        return f"<QuerySet {shown[:20]!r}{more}>"
+
+    # -- building ----------------------------------------------------------------
+
+    def _check_unsliced(self, what: str) -> None:
+        if self._low or self._high is not None:
+            raise TypeError(f"cannot {what} a sliced query")
+
+    def filter(self, **lookups: Any) -> QuerySet[M]:
+        """A new query also requiring every lookup."""
+        self._check_unsliced("filter")
+        clone = self._clone()
+        clone._filters.extend(Lookup(self.model._meta, name, value) for name, value in lookups.items())
+        return clone
+
+    def exclude(self, **lookups: Any) -> QuerySet[M]:
+        """A new query leaving out records that match all of ``lookups``."""
+        self._check_unsliced("exclude")
+        clone = self._clone()
+        clone._excludes.append([Lookup(self.model._meta, name, value) for name, value in lookups.items()])
+        return clone
+
+    def all(self) -> QuerySet[M]:
+        """A copy of this query."""
+        return self._clone()
+
+    def order_by(self, *fields: str) -> QuerySet[M]:
+        """A new query ordered by ``fields`` (``"-field"`` descending, ``project__name`` allowed)."""
+        self._check_unsliced("order")
+        for field in fields:
+            _check_order_field(self.model._meta, field)
+        clone = self._clone()
+        clone._order = tuple(fields)
+        return clone
+
+    def using(self, connection: redis.Redis | None) -> QuerySet[M]:
+        """The same query on another client."""
+        clone = self._clone()
+        clone._connection = connection
+        return clone
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            if (index.start or 0) < 0 or (index.stop is not None and index.stop < 0) or index.step not in (None, 1):
+                raise ValueError("QuerySet slices take non-negative start and stop and no step")
+            if self._cache is not None:
+                return ResultSet(self._cache[index])
+            clone = self._clone()
+            start = clone._low + (index.start or 0)
+            stop = None if index.stop is None else clone._low + index.stop
+            if clone._high is not None:
+                stop = clone._high if stop is None else min(stop, clone._high)
+            clone._low, clone._high = start, stop
+            return clone
+        if self._cache is not None:
+            return self._cache[index]
+        if index < 0:
+            raise ValueError("QuerySet indexes must be non-negative")
+        found = self[index:index + 1]._evaluate()
+        if not found:
+            raise IndexError("QuerySet index out of range")
+        return found[0]
+
+    # -- evaluation --------------------------------------------------------------
+
+    def _evaluate(self) -> ResultSet:
+        if self._cache is None:
+            self._cache = ResultSet(self._run())
+        return self._cache
+
+    def __iter__(self) -> Iterator[M]:
+        return iter(self._evaluate())
+
+    def __len__(self) -> int:
+        return len(self._evaluate())
+
+    def __bool__(self) -> bool:
+        return bool(self._evaluate())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, QuerySet)):
+            return list(self._evaluate()) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _matches(self, record: Any) -> bool:
+        return all(lookup.matches(record) for lookup in self._filters) and not any(
+            all(lookup.matches(record) for lookup in group) for group in self._excludes
+        )
+
+    def _candidates(self) -> tuple[list[str] | None, bool]:
+        """Candidate ids (None: every record) and whether every filter used an index."""
+        meta = self.model._meta
+        ids = _candidate_ids(meta, self._filters, self._conn)
+        exact = all(_index_source_exists(meta, lookup) for lookup in self._filters) and not self._excludes
+        return (None if ids is None else list(ids)), exact
+
+    def _all_ids(self) -> list[str]:
+        try:
+            return [m.decode() for m in self._conn.smembers(self.model._meta.ids_key)]
+        except RedisError as exc:
+            raise store.wrap_redis_error(exc, self.model._meta, self.model._meta.ids_key) from exc
+
+    def _ordered_ids(self, ids: list[str] | None) -> list[str] | None:
+        """Ids in order from an index (only for one indexed order key), else None."""
+        if len(self._order) != 1:
+            return None
+        meta = self.model._meta
+        field = self._order[0].lstrip("-")
+        attr = meta.fields.get(field)
+        if attr is None or not attr.index or not (indexes.is_ordered(attr) or indexes.is_lex(attr)):
+            return None
+        conn = self._conn
+        pipe = conn.pipeline(transaction=False)
+        if indexes.is_lex(attr):
+            pipe.zrange(keys.lex_index_key(meta.prefix, field), 0, -1)
+        else:
+            pipe.zrange(keys.sorted_index_key(meta.prefix, field), 0, -1)
+        pipe.smembers(keys.null_index_key(meta.prefix, field))
+        if ids is None:
+            pipe.smembers(meta.ids_key)
+        replies = pipe.execute()
+        ranked = [m.rsplit(b"\x00", 1)[-1].decode() for m in replies[0]] if indexes.is_lex(attr) else [m.decode() for m in replies[0]]
+        nulls = sorted(_members(replies[1]))
+        universe = set(ids) if ids is not None else _members(replies[2])
+        ranked = [pk for pk in ranked if pk in universe]
+        placed = set(ranked) | set(nulls)
+        rest = sorted(pk for pk in universe if pk not in placed)  # e.g. NaN: no score
+        nulls = [pk for pk in nulls if pk in universe]
+        if self._order[0].startswith("-"):
+            return list(reversed(ranked)) + rest + nulls
+        return nulls + ranked + rest
+
+    def _load(self, ids: Sequence[str]) -> list[Any]:
+        meta = self.model._meta
+        records = store.load(self._conn, meta, [meta.key(pk) for pk in ids])
+        return [r for r in records if r is not None]
+
+    def _run(self) -> list[Any]:
+        ids, exact = self._candidates()
+        ordered = self._ordered_ids(ids) if exact else None
+        if ordered is not None:
+            # The order and the filter come from indexes: fetch only the slice.
+            window = ordered[self._low:self._high]
+            records = [r for r in self._load(window) if self._matches(r)]
+            return sort_records(records, self._order)
+        if ids is None:
+            ids = self._all_ids()
+        records = [r for r in self._load(ids) if self._matches(r)]
+        if self._order:
+            records = sort_records(records, self._order)
+        return records[self._low:self._high]
+
+    # -- terminal methods ----------------------------------------------------------
+
+    def count(self) -> int:
+        """How many records match; one round trip when an index (or the id set) answers alone."""
+        if self._cache is not None:
+            return len(self._cache)
+        meta = self.model._meta
+        if not self._excludes and self._low == 0 and self._high is None:
+            try:
+                if not self._filters:
+                    return int(self._conn.scard(meta.ids_key))
+                if len(self._filters) == 1 and _exact_by_index(self._filters[0]):
+                    lookup = self._filters[0]
+                    key = (keys.null_index_key(meta.prefix, lookup.field) if lookup.value is None
+                           else keys.eq_index_key(meta.prefix, lookup.field, _token(lookup)))
+                    return int(self._conn.scard(key))
+            except RedisError as exc:
+                raise store.wrap_redis_error(exc, meta, None) from exc
+        return len(self._evaluate())
+
+    def exists(self) -> bool:
+        """Whether any record matches."""
+        return self.count() > 0 if self._cache is None else bool(self._cache)
+
+    def first(self) -> M | None:
+        """The first matching record (by this query's order), or None."""
+        found = self._evaluate() if self._cache is not None else self[0:1]._evaluate()
+        return found[0] if found else None
+
+    def last(self) -> M | None:
+        """The last matching record (by this query's order), or None."""
+        found = self._evaluate()
+        return found[-1] if found else None
+
+    def get(self, *args: Any, **lookups: Any) -> M:
+        """The one matching record.
+
+        ``get(pk)``, ``get(id=pk)`` and ``get(pk=pk)`` read the record directly by key.
+
+        Raises:
+            Model.DoesNotExist: nothing matched.
+            Model.MultipleObjectsReturned: more than one record matched.
+        """
+        meta = self.model._meta
+        if args:
+            if len(args) > 1 or lookups:
+                raise TypeError("get() takes one primary key or keyword lookups")
+            lookups = {meta.pk: args[0]}
+        pk_names = {meta.pk, "pk", f"{meta.pk}__exact"}
+        direct = [name for name in lookups if name in pk_names]
+        if direct and len(lookups) == 1 and not self._filters and not self._excludes:
+            pk = meta.fields[meta.pk].cast(lookups[direct[0]])
+            key = meta.key(pk)
+            record = store.load(self._conn, meta, [key])[0]
+            if record is None:
+                raise self.model.DoesNotExist(f"{meta.label} matching {meta.pk}={str(pk)!r} does not exist (no key {key})")
+            return record  # type: ignore[return-value]
+        if "pk" in lookups:
+            lookups[meta.pk] = lookups.pop("pk")
+        found = list(self.filter(**lookups)[:2]) if lookups else list(self[:2])
+        if not found:
+            raise self.model.DoesNotExist(f"{meta.label} matching {lookups!r} does not exist")
+        if len(found) > 1:
+            raise self.model.MultipleObjectsReturned(f"more than one {meta.label} matches {lookups!r}")
+        return found[0]  # type: ignore[no-any-return]
+
+    def iterator(self, chunk_size: int = 1000) -> Iterator[M]:
+        """Stream matching records, fetching ``chunk_size`` per round trip.
+
+        Without an order, or with an order an index serves, records are never
+        all held in memory. An order needing Python sorting loads them all.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if self._cache is not None:
+            yield from self._cache
+            return
+        ids, exact = self._candidates()
+        ordered = self._ordered_ids(ids) if exact else None
+        if self._order and ordered is None:
+            yield from self._evaluate()
+            return
+        if ordered is not None:
+            ids = ordered[self._low:self._high]
+        elif ids is None:
+            ids = self._all_ids()
+        skip, left = (0, None) if ordered is not None else (self._low, None if self._high is None else self._high - self._low)
+        for start in range(0, len(ids), chunk_size):
+            for record in self._load(ids[start:start + chunk_size]):
+                if not self._matches(record):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                if left is not None:
+                    if left == 0:
+                        return
+                    left -= 1
+                yield record
+
+    def values(self, *fields: str) -> list[dict[str, Any]]:
+        """A dict per record of the given attributes (all when none); Pointers give the target's id."""
+        names = self._value_fields(fields)
+        return [{name: _plain(record, name) for name in names} for record in self._evaluate()]
+
+    def values_list(self, *fields: str, flat: bool = False) -> list[Any]:
+        """A tuple per record of the given attributes, or with ``flat=True`` (one field) the values."""
+        names = self._value_fields(fields)
+        if flat:
+            if len(names) != 1:
+                raise TypeError("values_list(flat=True) takes exactly one field")
+            return [_plain(record, names[0]) for record in self._evaluate()]
+        return [tuple(_plain(record, name) for name in names) for record in self._evaluate()]
+
+    def _value_fields(self, fields: Sequence[str]) -> list[str]:
+        meta = self.model._meta
+        for name in fields:
+            if name not in meta.fields:
+                raise meta.unknown_field(name)
+        return list(fields) or meta.field_names()
+
+    def update(self, **values: Any) -> int:
+        """Set attributes on every matching record and save them, pipelined. Returns how many."""
+        meta = self.model._meta
+        for name in values:
+            if name not in meta.fields:
+                raise meta.unknown_field(name)
+            if name == meta.pk:
+                raise errors.ValidationError(f"{meta.label}.{name}: the primary key cannot be updated",
+                                             model=meta.label, field=name, value=values[name])
+        records = list(self._evaluate())
+        for record in records:
+            for name, value in values.items():
+                setattr(record, name, value)
+        bulk_save(self.model, records, 500, self._connection, assign_ids=False)
+        return len(records)
+
+    def delete(self) -> int:
+        """Delete every matching record (with strings and index entries), pipelined. Returns how many."""
+        records = list(self._evaluate())
+        if not records:
+            return 0
+        meta = self.model._meta
+        deleted = 0
+        for start in range(0, len(records), 500):
+            batch = records[start:start + 500]
+            counts = store.delete_records(self._conn, meta, batch)
+            deleted += sum(1 for count in counts if count)
+            for record in batch:
+                record._stored = None
+                record._stored_streams = {}
+        self._cache = None
+        return deleted
+
+
+def _index_source_exists(meta: ModelOptions, lookup: Lookup) -> bool:
+    """Whether a lookup's index read gives exactly its matches (no Python check needed to know the ids)."""
+    if not lookup.attr.index:
+        return False
+    if lookup.sub is not None:
+        return _index_source_exists(lookup.attr.to_model._meta, lookup.sub)  # type: ignore[attr-defined]
+    return lookup.op in ("exact", "in", "isnull") and (lookup.op != "isnull" or lookup.value) or (
+        lookup.op in ("gt", "gte", "lt", "lte", "range") and indexes.is_ordered(lookup.attr)
+    ) or (lookup.op == "startswith" and indexes.is_lex(lookup.attr))
+
+
+def _exact_by_index(lookup: Lookup) -> bool:
+    return lookup.attr.index and lookup.sub is None and lookup.op == "exact"
+
+
+def _token(lookup: Lookup) -> str:
+    if isinstance(lookup.attr, attributes.Pointer):
+        return str(lookup.value)
+    return lookup.attr.index_token(lookup.value)
+
+
+def _plain(record: Any, name: str) -> Any:
+    value = record._data[name]
+    if isinstance(record._meta.fields[name], attributes.Pointer):
+        return None if value is None else value.pk
+    return value
+
+
+def bulk_save(
+    model: type[Any],
+    instances: list[Any],
+    batch_size: int,
+    connection: redis.Redis | None,
+    assign_ids: bool = True,
+) -> list[Any]:
+    """Validate every instance first, then save them ``batch_size`` per pipelined round trip."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    meta = model._meta
+    for instance in instances:
+        if type(instance) is not model:
+            raise TypeError(f"bulk_create of {meta.label} got a {type(instance).__name__}")
+        for name in meta.auto_now:
+            instance._data[name] = meta.fields[name].now()
+        instance._validate_for_save()
+    for instance in instances:
+        if instance._data[meta.pk] is None:
+            instance._data[meta.pk] = meta.fields[meta.pk].generate()
+    conn = connection or configure.get_connection()
+    for start in range(0, len(instances), batch_size):
+        store.save_instances(conn, meta, instances[start:start + batch_size])
+    return instances

@@ -1,0 +1,416 @@
+"""Reading records from Redis and writing them back: the only module that runs record commands.
+
+Reads fetch every requested record in one pipeline (hash and ByteStreams in one
+MULTI, so they are one snapshot), then resolve Pointers one level per round
+trip, each target fetched once (no N+1). Writes go through the ``write`` Lua
+script: one atomic call per record, pipelined for many records, re-planned when
+the record changed under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisPyConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisPyTimeoutError
+
+from repocket import errors, keys, serialization
+from repocket.attributes import ATTRIBUTE_TYPES, Attribute
+from repocket.indexes import WritePlan
+from repocket.scripts import get as get_script
+
+if TYPE_CHECKING:
+    from repocket.model import ActiveRecord, ModelOptions
+
+#: How many times a write is re-planned when the record changed under it.
+MAX_WRITE_ATTEMPTS = 16
+
+_ENVELOPE = frozenset({"type", "value", "module"})
+
+
+# -- errors ---------------------------------------------------------------------
+
+
+def wrap_redis_error(exc: BaseException, meta: ModelOptions | None, key: str | None) -> errors.RepocketError:
+    """The repocket error for a redis-py error met while working on ``key``."""
+    where = f" ({key})" if key else ""
+    if isinstance(exc, (RedisPyConnectionError, RedisPyTimeoutError)):
+        return errors.RedisConnectionError(f"Redis is unreachable{where}: {exc}")
+    if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE") and key:
+        return errors.CorruptRecordError(f"{key} holds the wrong type of Redis value: {exc}", key=key)
+    label = meta.label if meta else "repocket"
+    return errors.RepocketError(f"{label}: Redis refused a command{where}: {exc}")
+
+
+def _corrupt(key: str, field: str | None, message: str) -> errors.CorruptRecordError:
+    where = f"{key} field {field!r}" if field else key
+    return errors.CorruptRecordError(f"{where}: {message}", key=key, field=field)
+
+
+# -- reading --------------------------------------------------------------------
+
+
+def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, raw: bytes | str) -> Any:
+    """The Python value of one stored hash field, or CorruptRecordError saying what is wrong.
+
+    Type tags resolve through the closed table of attribute types; the
+    ``module`` member must be the declared attribute's module. Nothing is imported.
+    """
+    try:
+        envelope = serialization.loads(raw)
+    except ValueError as exc:
+        raise _corrupt(key, name, f"not valid JSON ({exc})") from None
+    if type(envelope) is not dict:
+        raise _corrupt(key, name, f"expected a JSON object envelope, found {type(envelope).__name__}")
+    tag = envelope.get("type")
+    expected = type(attr).__name__
+    if tag != expected and tag not in attr.compatible_tags:
+        if isinstance(tag, str) and tag in ATTRIBUTE_TYPES:
+            raise _corrupt(key, name, f"stored as {tag}, but {meta.label}.{name} is {expected}")
+        raise _corrupt(key, name, f"unknown type tag {tag!r}")
+    module = envelope.get("module")
+    if module != type(attr).__module__:
+        raise _corrupt(
+            key, name, f"module {module!r} is not {type(attr).__module__!r} (nothing was imported)"
+        )
+    if "value" not in envelope:
+        raise _corrupt(key, name, "the envelope has no 'value' member")
+    extra = envelope.keys() - _ENVELOPE - attr.extra_members
+    if extra:
+        raise _corrupt(key, name, f"unexpected envelope members {sorted(extra)}")
+    try:
+        return attr.decode(envelope["value"], envelope)
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise _corrupt(key, name, f"invalid {expected} value {envelope['value']!r} ({exc})") from None
+
+
+Fetched = tuple[dict[bytes, bytes], dict[str, bytes]]
+
+
+def fetch(conn: redis.Redis, items: Sequence[tuple[ModelOptions, str]]) -> list[Fetched | None]:
+    """Raw hashes and ByteStream strings of many records, in one round trip.
+
+    A record with ByteStreams is read in one MULTI, so its hash and strings are
+    one snapshot. Missing records come back as None.
+    """
+    if not items:
+        return []
+    if len(items) == 1 and not items[0][0].streams:
+        meta, key = items[0]
+        try:
+            raw = conn.hgetall(key)
+        except RedisError as exc:
+            raise wrap_redis_error(exc, meta, key) from exc
+        return [(raw, {}) if raw else None]
+    transaction = any(meta.streams for meta, _ in items)
+    pipe = conn.pipeline(transaction=transaction)
+    for meta, key in items:
+        pipe.hgetall(key)
+        for name in meta.streams:
+            pipe.get(keys.stream_key(key, name))
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except RedisError as exc:
+        raise wrap_redis_error(exc, items[0][0], items[0][1]) from exc
+    out: list[Fetched | None] = []
+    position = 0
+    for meta, key in items:
+        raw = replies[position]
+        if isinstance(raw, Exception):
+            raise wrap_redis_error(raw, meta, key)
+        streams = {}
+        for offset, name in enumerate(meta.streams, start=1):
+            value = replies[position + offset]
+            if isinstance(value, Exception):
+                raise wrap_redis_error(value, meta, keys.stream_key(key, name))
+            streams[name] = value or b""
+        position += 1 + len(meta.streams)
+        out.append((raw, streams) if raw else None)
+    return out
+
+
+Pending = list[tuple["ActiveRecord", str, str]]
+
+
+def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending) -> ActiveRecord:
+    """An instance from its raw hash and strings; its Pointers go into ``pending``."""
+    raw_hash, raw_streams = fetched
+    model = meta.model
+    instance = model.__new__(model)
+    data: dict[str, Any] = {}
+    stored: dict[str, bytes] = {}
+    lookup = meta.hash_field_names
+    for field, raw in raw_hash.items():
+        entry = lookup.get(field if isinstance(field, bytes) else field.encode())
+        if entry is None:
+            continue  # not declared (any more): left alone, never written over
+        name, attr = entry
+        data[name] = decode_field(meta, attr, key, name, raw)
+        stored[name] = raw
+    for name, attr in meta.fields.items():
+        if name not in data:
+            data[name] = raw_streams.get(name, b"") if not attr.stored_in_hash else attr.get_default()
+    try:
+        pk = meta.parse_key(key)
+    except ValueError as exc:
+        raise _corrupt(key, None, str(exc)) from None
+    if data[meta.pk] != pk:
+        raise _corrupt(key, meta.pk, f"holds id {data[meta.pk]!s}, which is not the id in its key")
+    for name in meta.pointers:
+        target = data[name]
+        if target is not None:
+            pending.append((instance, name, target))
+            data[name] = None
+    instance._data = {name: data[name] for name in meta.fields}
+    instance._stored = stored
+    instance._stored_streams = dict(raw_streams)
+    return instance
+
+
+def load(
+    conn: redis.Redis,
+    meta: ModelOptions,
+    record_keys: Sequence[str],
+    identity: dict[str, ActiveRecord] | None = None,
+) -> list[ActiveRecord | None]:
+    """Instances for record keys (None where missing), Pointers resolved level by level."""
+    identity = {} if identity is None else identity
+    pending: Pending = []
+    out: list[ActiveRecord | None] = []
+    for key, fetched in zip(record_keys, fetch(conn, [(meta, key) for key in record_keys])):
+        if fetched is None:
+            out.append(None)
+            continue
+        instance = identity.get(key)
+        if instance is None:
+            instance = identity[key] = build(meta, key, fetched, pending)
+        out.append(instance)
+    resolve_pointers(conn, pending, identity)
+    return out
+
+
+def resolve_pointers(conn: redis.Redis, pending: Pending, identity: dict[str, ActiveRecord]) -> None:
+    """Replace stored pointer keys with instances: one round trip per level of depth."""
+    while pending:
+        wanted: dict[str, ModelOptions] = {}
+        for instance, name, target_key in pending:
+            if target_key not in identity:
+                attr = instance._meta.fields[name]
+                wanted[target_key] = attr.to_model._meta  # type: ignore[attr-defined]
+        items = list(wanted.items())
+        next_pending: Pending = []
+        for (target_key, target_meta), fetched in zip(items, fetch(conn, [(m, k) for k, m in items])):
+            if fetched is not None:
+                identity[target_key] = build(target_meta, target_key, fetched, next_pending)
+        for instance, name, target_key in pending:
+            target = identity.get(target_key)
+            if target is None:
+                attr = instance._meta.fields[name]
+                if not attr.null:
+                    source = instance._meta.key(instance._data[instance._meta.pk])
+                    raise errors.BrokenReferenceError(
+                        f"{source} field {name!r} points to {target_key}, which does not exist",
+                        key=source,
+                        field=name,
+                        target=target_key,
+                    )
+            instance._data[name] = target
+        pending = next_pending
+
+
+# -- writing --------------------------------------------------------------------
+
+
+class WriteJob:
+    """One record's write: re-planned from what Redis holds when it changed under us."""
+
+    def __init__(self, make_plan: Callable[[WriteJob], WritePlan], stored: dict[str, bytes] | None) -> None:
+        self.make_plan = make_plan
+        #: The hash fields as we believe Redis holds them (None: we assume nothing is stored).
+        self.stored = stored
+        #: Indexed fields' stored bytes, for removing old index entries.
+        self.known_old: dict[str, bytes] | None = stored
+        self.reply: Any = None
+
+    def retry_from(self, reply: list[Any]) -> None:
+        status = reply[0]
+        if status == b"missing":  # deleted under us: write it whole, as new
+            self.stored = self.known_old = None
+            return
+        known = dict(self.known_old or {})
+        for field, current in zip(reply[1::2], reply[2::2]):
+            name = field.decode()
+            if current:
+                known[name] = current
+            else:
+                known.pop(name, None)
+        self.known_old = known
+
+
+def run_writes(conn: redis.Redis, meta: ModelOptions, jobs: Sequence[WriteJob]) -> None:
+    """Run every job's write script, pipelined, re-planning those that met a change."""
+    script = get_script("write")
+    todo = list(jobs)
+    for _attempt in range(MAX_WRITE_ATTEMPTS):
+        plans = [job.make_plan(job) for job in todo]
+        try:
+            if len(plans) == 1:
+                replies = [script(conn, plans[0].keys, plans[0].args())]
+            else:
+                replies = _pipelined(conn, script, plans)
+        except RedisError as exc:
+            raise wrap_redis_error(exc, meta, plans[0].keys[0]) from exc
+        retry = []
+        for job, plan, reply in zip(todo, plans, replies):
+            if isinstance(reply, Exception):
+                raise wrap_redis_error(reply, meta, plan.keys[0])
+            status = reply[0]
+            if status == b"ok":
+                job.reply = reply
+            elif status in (b"missing", b"conflict"):
+                job.retry_from(reply)
+                retry.append(job)
+            else:
+                raise_for_reply(reply, meta, plan)
+        if not retry:
+            return
+        todo = retry
+    raise errors.ConflictError(
+        f"{meta.label}: records kept changing during the write; the last "
+        f"{len(todo)} were not written"
+    )
+
+
+def _pipelined(conn: redis.Redis, script: Any, plans: list[WritePlan]) -> list[Any]:
+    pipe = conn.pipeline(transaction=False)
+    for plan in plans:
+        script.queue(pipe, plan.keys, plan.args())
+    replies = pipe.execute(raise_on_error=False)
+    if any(isinstance(r, NoScriptError) for r in replies):
+        script.ensure_loaded(conn)
+        redo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        again = _pipelined(conn, script, [plans[i] for i in redo])
+        for i, reply in zip(redo, again):
+            replies[i] = reply
+    return list(replies)
+
+
+def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> None:
+    """Turn a refusal from the write script into the matching exception."""
+    status = reply[0]
+    if status == b"wrongtype":
+        key, have = reply[1].decode(), reply[2].decode()
+        raise errors.CorruptRecordError(
+            f"{key} is a Redis {have}, not what repocket keeps there; nothing was written", key=key
+        )
+    if status == b"taken":
+        slot, token, holder = int(reply[1]), reply[2].decode(), reply[3].decode()
+        field = plan.keys[slot - 1].rsplit(":", 1)[-1]
+        raise errors.UniqueConstraintError(
+            f"{meta.label}.{field}: the value {token!r} is already used by {meta.key(holder)}; "
+            "nothing was written",
+            model=meta.label,
+            field=field,
+            value=token,
+        )
+    raise errors.RepocketError(f"{meta.label}: unexpected reply from the write script: {reply!r}")
+
+
+def _old_value(meta: ModelOptions, record: str, name: str, raw: bytes) -> Any:
+    """The decoded stored value, or _UNREADABLE when it is corrupt (its entries cannot be found)."""
+    try:
+        return decode_field(meta, meta.fields[name], record, name, raw)
+    except errors.CorruptRecordError:
+        return _UNREADABLE
+
+
+_UNREADABLE: Any = object()
+
+
+def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, record: str, pk: str, name: str, new: Any) -> None:
+    """Guard an indexed field, drop its old entries and add the new ones (``new`` may be _UNREADABLE: remove only)."""
+    attr = meta.fields[name]
+    old_raw = (job.known_old or {}).get(name)
+    plan.check("guard", name, old_raw or b"")
+    unique_slot = plan.slot(keys.unique_key(meta.prefix, name), "h") if attr.unique else 0
+    if old_raw is not None:
+        old = _old_value(meta, record, name, old_raw)
+        if old is not _UNREADABLE:
+            plan.remove_entries(meta, name, old, pk)
+            if unique_slot and old is not None:
+                plan.write("udel", unique_slot, attr.index_token(old), pk)
+    if new is _UNREADABLE:
+        return
+    plan.add_entries(meta, name, new, pk)
+    if unique_slot and new is not None:
+        token = attr.index_token(new)
+        plan.check("unique", unique_slot, token, pk)
+        plan.write("uset", unique_slot, token, pk)
+
+
+def save_instances(conn: redis.Redis, meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = False) -> None:
+    """Write validated instances (ids assigned): each atomically, all in one pipeline."""
+    prepared = []
+    jobs = []
+    for instance in instances:
+        pk = str(instance._data[meta.pk])
+        record = meta.key(pk)
+        encoded = {name: attr.encode(instance._data[name]) for name, attr in meta.hash_fields}
+        streams = {name: instance._data[name] or b"" for name in meta.streams}
+        prepared.append((instance, encoded, streams))
+
+        def make_plan(job: WriteJob, instance: ActiveRecord = instance, pk: str = pk, record: str = record,
+                      encoded: dict[str, bytes] = encoded, streams: dict[str, bytes] = streams) -> WritePlan:
+            plan = WritePlan(record)
+            stored = job.stored
+            if stored is None:
+                changed = encoded
+            else:
+                plan.check("exists")
+                changed = {name: raw for name, raw in encoded.items() if stored.get(name) != raw}
+            for name in meta.indexed:
+                if name in changed:
+                    _plan_index_change(plan, meta, job, record, pk, name, instance._data[name])
+            for name, raw in changed.items():
+                plan.write("hset", name, raw)
+            old_streams = instance._stored_streams if stored is not None else None
+            for name, value in streams.items():
+                if old_streams is None or old_streams.get(name, b"") != value:
+                    slot = plan.slot(keys.stream_key(record, name), "t")
+                    if value:
+                        plan.write("set", slot, value)
+                    else:
+                        plan.write("del", slot)
+            plan.write("sadd", plan.slot(meta.ids_key, "s"), pk)
+            return plan
+
+        jobs.append(WriteJob(make_plan, None if force else instance._stored))
+    run_writes(conn, meta, jobs)
+    for instance, encoded, streams in prepared:
+        instance._stored = encoded
+        instance._stored_streams = streams
+
+
+def delete_records(conn: redis.Redis, meta: ModelOptions, instances: Sequence[ActiveRecord]) -> list[int]:
+    """Delete records with their strings and index entries, each atomically; keys deleted per record."""
+    jobs = []
+    for instance in instances:
+        pk = str(instance._data[meta.pk])
+        record = meta.key(pk)
+
+        def make_plan(job: WriteJob, pk: str = pk, record: str = record) -> WritePlan:
+            plan = WritePlan(record)
+            for name in meta.indexed:
+                _plan_index_change(plan, meta, job, record, pk, name, _UNREADABLE)
+            plan.write("del", 1)
+            for name in meta.streams:
+                plan.write("del", plan.slot(keys.stream_key(record, name), "t"))
+            plan.write("srem", plan.slot(meta.ids_key, "s"), pk)
+            return plan
+
+        jobs.append(WriteJob(make_plan, instance._stored if instance._stored is not None else {}))
+    run_writes(conn, meta, jobs)
+    return [int(job.reply[1]) for job in jobs]
