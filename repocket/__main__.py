@@ -1,0 +1,5 @@
+"""``python -m repocket``: the command line."""
+
+from repocket.cli import main
+
+raise SystemExit(main())
