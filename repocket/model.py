@@ -244,6 +244,8 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     _stored: dict[str, bytes] | None
     #: ByteStream values as last read from or written to Redis.
     _stored_streams: dict[str, bytes]
+    #: For ``Meta.versioned`` models: the version counter as loaded (None: never saved).
+    _version: int | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -255,6 +257,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         self._data = {}
         self._stored = None
         self._stored_streams = {}
+        self._version = None
         for name, attr in meta.fields.items():
             value = kwargs[name] if name in kwargs else attr.get_default()
             self._data[name] = attr.clean(value)
@@ -437,6 +440,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         deleted = store.delete_records(conn, self._meta, [self])[0]
         self._stored = None
         self._stored_streams = {}
+        self._version = None
         return deleted
 
     def refresh(self, *, connection: redis.Redis | None = None) -> None:
@@ -449,6 +453,29 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         self._data = fresh._data
         self._stored = fresh._stored
         self._stored_streams = fresh._stored_streams
+        self._version = fresh._version
+
+    def incr(self, name: str, amount: Any = 1, *, connection: redis.Redis | None = None) -> Any:
+        """Add ``amount`` to a number attribute inside Redis, atomically; returns the new value.
+
+        Concurrent increments never lose an update, the stored format and any
+        index on the attribute stay exact, and only this attribute is written.
+        Integer attributes take one call; Float and Decimal use a guarded write.
+
+        Raises:
+            ValidationError: the attribute is not Integer, Float or Decimal, or holds None.
+            DoesNotExist: the record is not stored.
+        """
+        from repocket import store
+
+        if name not in self._meta.fields:
+            raise self._meta.unknown_field(name)
+        return store.increment(connection or configure.get_connection(), self, name, amount)
+
+    def decr(self, name: str, amount: Any = 1, *, connection: redis.Redis | None = None) -> Any:
+        """Subtract ``amount`` from a number attribute inside Redis; see :meth:`incr`."""
+        return self.incr(name, -self._meta.fields[name].cast(amount) if name in self._meta.fields else amount,
+                         connection=connection)
 
     def _append(self, field: str, data: bytes | str, connection: redis.Redis | None) -> str:
         attr = self._meta.fields[field]

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.connection import AbstractConnection
 
-__all__ = ["RoundTrips", "count_round_trips"]
+__all__ = ["RoundTrips", "count_round_trips", "parse_request"]
 
 
 @dataclass
@@ -33,14 +33,32 @@ class RoundTrips:
     count: int = 0
     requests: list[bytes] = field(default_factory=list)
 
-    def commands(self) -> list[bytes]:
-        """The command name (first word, upper case) of every request, e.g. ``b"EVALSHA"``."""
-        names = []
-        for request in self.requests:
-            # RESP: *<n>\r\n$<len>\r\n<NAME>\r\n...
-            parts = request.split(b"\r\n")
-            names.append(parts[2].upper() if len(parts) > 2 else b"")
-        return names
+    def commands(self) -> list[list[bytes]]:
+        """Every command sent, as its arguments (``[b"HGETALL", b"key"]``), pipelines flattened."""
+        return [command for request in self.requests for command in parse_request(request)]
+
+    def names(self) -> list[bytes]:
+        """The name (upper case) of every command sent, pipelines flattened."""
+        return [command[0].upper() for command in self.commands()]
+
+
+def parse_request(request: bytes) -> list[list[bytes]]:
+    """Split one packed request (RESP arrays of bulk strings) into its commands."""
+    commands = []
+    position = 0
+    while position < len(request):
+        end = request.index(b"\r\n", position)
+        assert request[position:position + 1] == b"*", request[position:position + 20]
+        count = int(request[position + 1:end])
+        position = end + 2
+        args = []
+        for _ in range(count):
+            end = request.index(b"\r\n", position)
+            length = int(request[position + 1:end])
+            args.append(request[end + 2:end + 2 + length])
+            position = end + 2 + length + 2
+        commands.append(args)
+    return commands
 
 
 _state = threading.local()

@@ -13,7 +13,10 @@
 --                                      else {"conflict", field, current, ...}
 --          unique  <k> <token> <id>    HGET KEYS[k] token must be absent or id,
 --                                      else {"taken", k, token, holder}
+--          version <expected>          the hash's _version field must equal expected
+--                                      ("" = absent), else {"stale", current}
 -- writes:  hset <field> <value> | hdel <field> | set <k> <value> | del <k>
+--          bump (HINCRBY the hash's _version by 1)
 --          sadd <k> <member> | srem <k> <member>
 --          zadd <k> <score> <member> | zrem <k> <member>
 --          uset <k> <token> <id> | udel <k> <token> <id> (only if held by id)
@@ -45,6 +48,10 @@ while i <= n and ARGV[i] ~= "|" do
       conflicts[#conflicts + 1] = current
     end
     i = i + 3
+  elseif op == "version" then
+    local current = redis.call("HGET", KEYS[1], "_version") or ""
+    if current ~= ARGV[i + 1] then return {"stale", current} end
+    i = i + 2
   elseif op == "unique" then
     local holder = redis.call("HGET", KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
     if holder and holder ~= ARGV[i + 3] then
@@ -67,6 +74,9 @@ while i <= n do
   if op == "hset" then
     redis.call("HSET", KEYS[1], ARGV[i + 1], ARGV[i + 2])
     i = i + 3
+  elseif op == "bump" then
+    redis.call("HINCRBY", KEYS[1], "_version", 1)
+    i = i + 1
   elseif op == "hdel" then
     redis.call("HDEL", KEYS[1], ARGV[i + 1])
     i = i + 2
