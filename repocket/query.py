@@ -485,17 +485,47 @@ class QuerySet(Generic[M]):
         records = store.load(self._conn, meta, [meta.key(pk) for pk in ids])
         return [r for r in records if r is not None]
 
-    def _run(self) -> list[Any]:
-        ids, exact = self._candidates()
-        ordered = self._ordered_ids(ids) if exact else None
+    def _stream(self, chunk_size: int) -> tuple[Iterator[Any], bool]:
+        """Matching records, and whether they come in this query's order (from an index).
+
+        With an indexed order, only the ids of the slice are fetched when every
+        filter's index read is exact; otherwise records are fetched in chunks
+        from the start until the slice is full, and checked in Python.
+        """
+        ids, indexed = self._candidates()
+        ordered = self._ordered_ids(ids) if indexed else None
         if ordered is not None:
-            # The order and the filter come from indexes: fetch only the slice.
-            window = ordered[self._low:self._high]
-            records = [r for r in self._load(window) if self._matches(r)]
-            return sort_records(records, self._order)
-        if ids is None:
-            ids = self._all_ids()
-        records = [r for r in self._load(ids) if self._matches(r)]
+            if all(lookup.op in _EXACT_OPS for lookup in self._filters):
+                window, skip, limit = ordered[self._low:self._high], 0, None
+            else:
+                window, skip = ordered, self._low
+                limit = None if self._high is None else self._high - self._low
+            return self._fetch_matching(window, chunk_size, skip, limit), True
+        return self._fetch_matching(self._all_ids() if ids is None else ids, chunk_size, 0, None), False
+
+    def _fetch_matching(self, ids: list[str], chunk_size: int, skip: int, limit: int | None) -> Iterator[Any]:
+        if limit is not None:
+            chunk_size = max(1, min(chunk_size, skip + limit))
+        for start in range(0, len(ids), chunk_size):
+            for record in self._load(ids[start:start + chunk_size]):
+                if not self._matches(record):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                if limit is not None:
+                    if limit == 0:
+                        return
+                    limit -= 1
+                yield record
+            if limit == 0:
+                return
+
+    def _run(self) -> list[Any]:
+        records, in_order = self._stream(chunk_size=10**9)
+        if in_order:
+            return sort_records(list(records), self._order)  # also orders ties the scores could not
+        records = list(records)
         if self._order:
             records = sort_records(records, self._order)
         return records[self._low:self._high]
@@ -577,28 +607,18 @@ class QuerySet(Generic[M]):
         if self._cache is not None:
             yield from self._cache
             return
-        ids, exact = self._candidates()
-        ordered = self._ordered_ids(ids) if exact else None
-        if self._order and ordered is None:
-            yield from self._evaluate()
+        if not self._order:
+            records, _ = self._stream(chunk_size)
+            if self._low or self._high is not None:
+                yield from list(records)[self._low:self._high]
+                return
+            yield from records
             return
-        if ordered is not None:
-            ids = ordered[self._low:self._high]
-        elif ids is None:
-            ids = self._all_ids()
-        skip, left = (0, None) if ordered is not None else (self._low, None if self._high is None else self._high - self._low)
-        for start in range(0, len(ids), chunk_size):
-            for record in self._load(ids[start:start + chunk_size]):
-                if not self._matches(record):
-                    continue
-                if skip:
-                    skip -= 1
-                    continue
-                if left is not None:
-                    if left == 0:
-                        return
-                    left -= 1
-                yield record
+        records, in_order = self._stream(chunk_size)
+        if in_order:
+            yield from records
+        else:
+            yield from self._evaluate()
 
     def values(self, *fields: str) -> list[dict[str, Any]]:
         """A dict per record of the given attributes (all when none); Pointers give the target's id."""
@@ -664,6 +684,10 @@ def _index_source_exists(meta: ModelOptions, lookup: Lookup) -> bool:
     return lookup.op in ("exact", "in", "isnull") and (lookup.op != "isnull" or lookup.value) or (
         lookup.op in ("gt", "gte", "lt", "lte", "range") and indexes.is_ordered(lookup.attr)
     ) or (lookup.op == "startswith" and indexes.is_lex(lookup.attr))
+
+
+#: Lookups whose index read is exactly the set of matches (ranges read a wider candidate set).
+_EXACT_OPS = frozenset({"exact", "in", "isnull", "startswith"})
 
 
 def _exact_by_index(lookup: Lookup) -> bool:
