@@ -285,10 +285,10 @@ class Unicode(Attribute[str]):
             value = bytes(value).decode(self.encoding)
         if not isinstance(value, str):
             raise _CastError()
-        value = str(value)
-        if not value.isascii():
-            value.encode("utf-8")  # lone surrogates cannot be stored; fail now, not at save
-        return value
+        text = str(value)
+        if not text.isascii():
+            text.encode("utf-8")  # lone surrogates cannot be stored; fail now, not at save
+        return text
 
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> str:
         if not isinstance(stored, str):
@@ -517,7 +517,8 @@ class DateTime(Attribute[_dt.datetime]):
         raise _CastError()
 
     def _encode_value(self, value: Any) -> bytes:
-        return b'"' + value.isoformat().encode("ascii") + b'"'
+        text: str = value.isoformat()
+        return b'"' + text.encode("ascii") + b'"'
 
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> _dt.datetime:
         if not isinstance(stored, str):
@@ -525,10 +526,10 @@ class DateTime(Attribute[_dt.datetime]):
         return _dt.datetime.fromisoformat(stored)
 
     def index_token(self, value: Any) -> str:
-        if value.tzinfo is not None and value.utcoffset() is not None:
-            value = value.astimezone(_dt.timezone.utc)
-            return value.replace(tzinfo=None).isoformat() + "Z"
-        return value.isoformat()
+        moment: _dt.datetime = value
+        if moment.tzinfo is not None and moment.utcoffset() is not None:
+            return moment.astimezone(_dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+        return moment.isoformat()
 
 
 class Decimal(Attribute[_decimal.Decimal]):

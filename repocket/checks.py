@@ -141,7 +141,7 @@ def reindex(model: type[ActiveRecord], *, batch_size: int = 500,
         done = 0
         for batch in _load_batches(conn, meta, record_keys, batch_size, None):
             pipe = conn.pipeline(transaction=False)
-            for key, record in batch:
+            for _key, record in batch:
                 for entry_key, kind, member, score in _expected_entries(meta, record, str(record.pk)):
                     _add(pipe, entry_key, kind, member, score)
             pipe.execute()

@@ -47,7 +47,7 @@ def score(attr: attributes.Attribute[Any], value: Any) -> float | None:
     if isinstance(attr, attributes.DateTime):
         if value.tzinfo is not None and value.utcoffset() is not None:
             value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-        return calendar.timegm(value.timetuple()) + value.microsecond / 1e6
+        return float(calendar.timegm(value.timetuple()) + value.microsecond / 1e6)
     if isinstance(attr, attributes.Decimal):
         if value.is_nan():
             return None

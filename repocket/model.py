@@ -142,7 +142,7 @@ class ActiveRecordMeta(type):
         for field in [f for f, a in collected.items() if isinstance(a, ByteStream)]:
             namespace[f"append_{field}"] = _make_appender(field)
 
-        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        cls: Any = super().__new__(mcs, name, bases, namespace, **kwargs)
         for field, attr in collected.items():
             attr.__set_name__(cls, field)
             attr.model = cls

@@ -154,6 +154,7 @@ class Lookup:
         self.attr = attr
         self.sub: Lookup | None = None
         self.op = op
+        self.value: Any
         if len(path) == 2:
             if not isinstance(attr, attributes.Pointer):
                 raise errors.UnknownFieldError(
@@ -267,7 +268,8 @@ def _index_source(meta: ModelOptions, lookup: Lookup, conn: redis.Redis) -> _IdS
         key = keys.null_index_key(prefix, field)
         return _IdSource(lambda pipe: pipe.smembers(key), _members)
     if op in ("gt", "gte", "lt", "lte", "range") and indexes.is_ordered(attr):
-        low, high = "-inf", "+inf"
+        low: str | None = "-inf"
+        high: str | None = "+inf"
         if op in ("gt", "gte"):
             low = _score_bound(attr, value)
         elif op in ("lt", "lte"):
@@ -446,7 +448,7 @@ class QuerySet(Generic[M]):
 
     def _all_ids(self) -> list[str]:
         try:
-            return [m.decode() for m in self._conn.smembers(self.model._meta.ids_key)]
+            return sorted(_members(self._conn.smembers(self.model._meta.ids_key)))
         except RedisError as exc:
             raise store.wrap_redis_error(exc, self.model._meta, self.model._meta.ids_key) from exc
 
@@ -522,10 +524,10 @@ class QuerySet(Generic[M]):
                 return
 
     def _run(self) -> list[Any]:
-        records, in_order = self._stream(chunk_size=10**9)
+        stream, in_order = self._stream(chunk_size=10**9)
+        records = list(stream)
         if in_order:
-            return sort_records(list(records), self._order)  # also orders ties the scores could not
-        records = list(records)
+            return sort_records(records, self._order)  # also orders ties the scores could not
         if self._order:
             records = sort_records(records, self._order)
         return records[self._low:self._high]

@@ -87,7 +87,7 @@ def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, 
         raise _corrupt(key, name, f"invalid {expected} value {envelope['value']!r} ({exc})") from None
 
 
-Fetched = tuple[dict[bytes, bytes], dict[str, bytes]]
+Fetched = tuple[dict[Any, Any], dict[str, bytes]]
 
 
 def fetch(conn: redis.Redis, items: Sequence[tuple[ModelOptions, str]]) -> list[Fetched | None]:

@@ -26,7 +26,8 @@ def _public_members(module: types.ModuleType) -> list[str]:
     return sorted(
         name
         for name, value in vars(module).items()
-        if (not name.startswith("_") or name in INCLUDED_PRIVATE_MEMBERS)
+        if name.isidentifier()  # pytest's assertion rewriting adds "@py_builtins"
+        and (not name.startswith("_") or name in INCLUDED_PRIVATE_MEMBERS)
         and not isinstance(value, __future__._Feature)  # ``from __future__ import annotations``
         and not (_is_own_submodule(value) and name not in module.__all__)
     )

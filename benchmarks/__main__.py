@@ -1,0 +1,553 @@
+"""``python -m benchmarks`` (``make bench``): repocket against hand-written redis-py.
+
+One real ``redis-server`` is started (:class:`repocket.server.RedisServer`: a free
+loopback port, no persistence) and stopped at the end, also on Ctrl-C or an
+error. In one process, on that server, repocket and the hand-written program of
+:mod:`benchmarks.handwritten` do the same work on the same records::
+
+    class Person(ActiveRecord):
+        name = Unicode(index=True)     # unique per record
+        age = Integer(index=True)      # uniform in 0..99
+        city = Unicode(index=True)     # one of 4 cities
+        bio = Unicode()                # ~90 characters
+        score = Float()
+        tag = Unicode(index=True)      # "t<i // 100>": every tag is held by exactly 100 records
+
+The two sides write the same bytes to the same layout under different key
+prefixes (``repocket:bench:Person`` and ``handwritten:bench:Person``); before
+timing anything the benchmark writes one record on each side with the same id
+and checks that every key, type and value matches, that both read it back as
+the same values, and that both deletes leave no key behind.
+
+At each model size N (default 10,000 and 100,000; the database is flushed
+between sizes) it times, in this order:
+
+=====================  ==========================================================
+bulk create            N records in 5 chunks, ``bulk_create(batch_size=500)``;
+                       building the instances from plain dicts is included
+get by id              ``Person.objects.get(id=...)`` on 2,000 random ids
+count                  ``Person.objects.count()``, 1,000 calls
+filter                 ``list(filter(city=...))``: ~25% of N, materialised
+filter + order_by      ``list(filter(city=...).order_by("age"))``
+range filter           ``list(filter(age__range=(20, 29)))``: ~10% of N
+fixed-size filter      ``list(filter(tag="t7"))``: 100 records at every N
+create one by one      ``Person.create(**row)`` for min(N, 10,000) more records,
+                       in 5 chunks; at N = 100,000 a sample of 10,000 creates
+                       into a model that already holds 100,000 records
+delete                 ``filter(tag=...).delete()`` of those records, 5 chunks
+=====================  ==========================================================
+
+Every timing is ``time.perf_counter`` around the whole operation, after a
+``gc.collect()``; the two sides alternate (which goes first alternates too) and
+the best (minimum) of the repetitions is kept. Writes cannot repeat on the same
+data, so their repetitions are the chunks. The table gives µs per record (per
+call for get by id and count) and the ratio repocket / hand-written; the growth
+line gives t(largest N) / t(smallest N) of the fixed-size filter. The default
+run takes about 3 minutes on 2 cores.
+
+``--profile OP`` runs repocket's side of one operation under cProfile at the
+first size (default 10,000) and prints the top functions instead of the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import gc
+import os
+import platform
+import pstats
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import redis
+
+from benchmarks.handwritten import HandWritten
+from repocket import ActiveRecord, attributes, configure, keys
+from repocket.server import RedisServer
+
+CITIES = ("Lisbon", "Nairobi", "Osaka", "Quito")
+FIRST = ("Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim")
+LAST = ("Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman")
+WORDS = ("redis", "python", "hash", "index", "record", "query", "pipeline", "script", "atomic", "model")
+RANGE = (20, 29)  # ages are uniform in 0..99: ~10% of N
+FIXED_TAG = "t7"  # every "t<k>" is held by exactly 100 records
+HAND_PREFIX = "handwritten:bench:Person"
+CHUNKS = 5
+BATCH = 500
+
+#: Ratio targets of issue 3 (repocket / hand-written), by operation.
+TARGETS = {
+    "create one by one": 1.3,
+    "get by id": 1.3,
+    "count": 1.3,
+    "bulk create": 1.5,
+    "filter (~25%)": 1.5,
+    "filter + order_by": 1.5,
+    "range filter (~10%)": 1.5,
+}
+GROWTH_TARGET = 1.2
+OPERATIONS = ("bulk_create", "get", "count", "filter", "filter_order", "range", "fixed", "create_one", "delete")
+
+
+class Person(ActiveRecord):
+    """The benchmark's record."""
+
+    class Meta:
+        namespace = "bench"
+
+    name = attributes.Unicode(index=True)
+    age = attributes.Integer(index=True)
+    city = attributes.Unicode(index=True)
+    bio = attributes.Unicode()
+    score = attributes.Float()
+    tag = attributes.Unicode(index=True)
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def make_rows(n: int, seed: int, tag: Callable[[int], str] | None = None) -> list[dict[str, Any]]:
+    """``n`` records as plain dicts, the same for both sides (ids are assigned when saved)."""
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        rows.append({
+            "name": f"{rnd.choice(FIRST)} {rnd.choice(LAST)} {seed}-{i:06d}",
+            "age": rnd.randrange(100),
+            "city": CITIES[rnd.randrange(len(CITIES))],
+            "bio": " ".join(rnd.choice(WORDS) for _ in range(12)),
+            "score": round(rnd.uniform(0, 100), 3),
+            "tag": tag(i) if tag else f"t{i // 100}",
+        })  # fmt: skip
+    return rows
+
+
+def split(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
+    """``items`` in ``parts`` consecutive chunks of (nearly) equal size."""
+    size = -(-len(items) // parts)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds taken by ``fn()`` (after a full collection) and its result."""
+    gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+@dataclass
+class Row:
+    """One line of the table: best µs per unit for each side."""
+
+    operation: str
+    n: int
+    unit: str
+    repocket_us: float
+    hand_us: float
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.repocket_us / self.hand_us
+
+
+def _size(result: Any) -> int:
+    return result if isinstance(result, int) else len(result)
+
+
+def duel(
+    rp: Callable[[int], Any], hw: Callable[[int], Any], runs: int, per_run: Callable[[int, Any], int]
+) -> tuple[float, float, list[Any], list[Any]]:
+    """Run both sides ``runs`` times, alternating who goes first; best µs per unit each.
+
+    ``rp(i)``/``hw(i)`` do run ``i``; ``per_run(i, result)`` is how many units it did.
+    """
+    best = {"rp": float("inf"), "hw": float("inf")}
+    results: dict[str, list[Any]] = {"rp": [], "hw": []}
+    for i in range(runs):
+        order = (("rp", rp), ("hw", hw)) if i % 2 == 0 else (("hw", hw), ("rp", rp))
+        for side, fn in order:
+            seconds, result = timed(lambda fn=fn: fn(i))
+            units = per_run(i, result)
+            best[side] = min(best[side], seconds * 1e6 / units)
+            results[side].append(result)
+    return best["rp"], best["hw"], results["rp"], results["hw"]
+
+
+def same_sizes(what: str, rp_results: list[Any], hw_results: list[Any]) -> int:
+    """Check both sides returned as many records each run (same work); return the first size."""
+    rp_sizes = [_size(r) for r in rp_results]
+    hw_sizes = [_size(r) for r in hw_results]
+    if rp_sizes != hw_sizes:
+        raise RuntimeError(f"{what}: repocket returned {rp_sizes} records, hand-written {hw_sizes}")
+    return rp_sizes[0]
+
+
+# -- the benchmark ---------------------------------------------------------------------
+
+
+class Bench:
+    """Both sides on one server; ``run(n)`` times every operation at model size ``n``."""
+
+    def __init__(self, conn: redis.Redis, hand: HandWritten, reps: int, log: Callable[[str], None]) -> None:
+        self.conn = conn
+        self.hw = hand
+        self.reps = reps
+        self.log = log
+        self.rows: list[Row] = []
+        #: Fixed-size filter: best seconds per N, per side.
+        self.fixed: dict[int, tuple[float, float]] = {}
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        self.log(f"  {row.operation:<22} N={row.n:>7,}  repocket {row.repocket_us:9.1f} µs/{row.unit}"
+                 f"  by hand {row.hand_us:9.1f}  ratio {row.ratio:5.2f}")
+
+    def run(self, n: int) -> None:
+        self.conn.flushdb()
+        hw = self.hw
+        rows = make_rows(n, seed=n)
+        chunks = split(rows, CHUNKS)
+
+        # bulk create: the chunks are the repetitions
+        rp_best, hw_best, rp_res, hw_res = duel(
+            lambda i: Person.objects.bulk_create([Person(**row) for row in chunks[i]], batch_size=BATCH),
+            lambda i: hw.bulk_create(chunks[i]),
+            len(chunks), lambda i, result: len(chunks[i]),
+        )
+        self.add(Row("bulk create", n, "record", rp_best, hw_best))
+        rp_ids = [record.id for result in rp_res for record in result]
+        hw_ids = [pk for result in hw_res for pk in result]
+        if Person.objects.count() != n or hw.count() != n:
+            raise RuntimeError(f"bulk create: expected {n} records on each side")
+
+        # get by id
+        sample = random.Random(1).sample(range(n), min(n, 2000))
+        rp_sample = [rp_ids[i] for i in sample]
+        hw_sample = [hw_ids[i] for i in sample]
+        rp_best, hw_best, rp_res, hw_res = duel(
+            lambda i: [Person.objects.get(id=pk) for pk in rp_sample],
+            lambda i: [hw.get(pk) for pk in hw_sample],
+            self.reps, lambda i, result: len(result),
+        )
+        if any(record is None for result in hw_res for record in result):
+            raise RuntimeError("get by id: the hand-written side missed a record")
+        self.add(Row("get by id", n, "call", rp_best, hw_best))
+
+        # count
+        calls = 1000
+        rp_best, hw_best, rp_res, hw_res = duel(
+            lambda i: [Person.objects.count() for _ in range(calls)],
+            lambda i: [hw.count() for _ in range(calls)],
+            self.reps, lambda i, result: calls,
+        )
+        if rp_res[0][0] != n or hw_res[0][0] != n:
+            raise RuntimeError("count: wrong answer")
+        self.add(Row("count", n, "call", rp_best, hw_best))
+
+        # indexed equality filter, materialised (~25%)
+        city = CITIES[0]
+        self.query_row("filter (~25%)", n,
+                       lambda i: list(Person.objects.filter(city=city)),
+                       lambda i: hw.filter_eq("city", city))
+
+        # filter + order_by
+        def rp_ordered(i: int) -> list[Any]:
+            return list(Person.objects.filter(city=city).order_by("age"))
+
+        def hw_ordered(i: int) -> list[Any]:
+            return hw.filter_eq_ordered("city", city, "age")
+
+        self.query_row("filter + order_by", n, rp_ordered, hw_ordered, check_order=True)
+
+        # range filter on an integer (~10%)
+        low, high = RANGE
+        self.query_row("range filter (~10%)", n,
+                       lambda i: list(Person.objects.filter(age__range=(low, high))),
+                       lambda i: hw.filter_range("age", low, high))
+
+        # indexed filter with a fixed result size (100 records at every N)
+        rp_best, hw_best, rp_res, hw_res = duel(
+            lambda i: list(Person.objects.filter(tag=FIXED_TAG)),
+            lambda i: hw.filter_eq("tag", FIXED_TAG),
+            max(self.reps, 30), lambda i, result: 1,
+        )
+        size = same_sizes("fixed-size filter", rp_res, hw_res)
+        self.fixed[n] = (rp_best / 1e6, hw_best / 1e6)
+        self.add(Row(f"filter ({size} results)", n, "record", rp_best / size, hw_best / size))
+
+        # create one by one: more records (a 10,000 sample at large N), chunks as repetitions
+        extra = min(n, 10_000)
+        per_chunk = -(-extra // CHUNKS)
+        more = make_rows(extra, seed=n + 1, tag=lambda i: f"x{i // per_chunk}")
+        more_chunks = split(more, CHUNKS)
+
+        def rp_create(i: int) -> int:
+            for row in more_chunks[i]:
+                Person.create(**row)
+            return len(more_chunks[i])
+
+        def hw_create(i: int) -> int:
+            for row in more_chunks[i]:
+                hw.create(row)
+            return len(more_chunks[i])
+
+        rp_best, hw_best, _, _ = duel(rp_create, hw_create, len(more_chunks), lambda i, result: result)
+        note = f"{extra:,} creates into a model of {n:,}" if extra < n else ""
+        self.add(Row("create one by one", n, "record", rp_best, hw_best, note))
+
+        # delete those records (bulk: filter().delete()), chunks as repetitions
+        rp_best, hw_best, rp_res, hw_res = duel(
+            lambda i: Person.objects.filter(tag=f"x{i}").delete(),
+            lambda i: hw.delete_where("tag", f"x{i}"),
+            len(more_chunks), lambda i, result: len(more_chunks[i]),
+        )
+        if rp_res != hw_res or sum(rp_res) != extra:
+            raise RuntimeError(f"delete: repocket deleted {rp_res}, hand-written {hw_res}")
+        self.add(Row("delete (filter().delete())", n, "record", rp_best, hw_best))
+        self.conn.flushdb()
+
+    def query_row(self, name: str, n: int, rp: Callable[[int], list[Any]], hw: Callable[[int], list[Any]],
+                  check_order: bool = False) -> None:
+        rp_best, hw_best, rp_res, hw_res = duel(rp, hw, self.reps, lambda i, result: len(result))
+        same_sizes(name, rp_res, hw_res)
+        if check_order:
+            for result in (rp_res[0], hw_res[0]):
+                ages = [record["age"] for record in result]
+                if ages != sorted(ages):
+                    raise RuntimeError(f"{name}: not ordered by age")
+        self.add(Row(name, n, "record", rp_best, hw_best))
+
+
+# -- same layout check -------------------------------------------------------------------
+
+
+def snapshot(conn: redis.Redis, prefix: str) -> dict[bytes, Any]:
+    """Every key under ``prefix`` (name relative to it) with its type and content."""
+    out: dict[bytes, Any] = {}
+    for key in conn.scan_iter(match=keys.escape_glob(prefix) + ":*", count=1000):
+        kind = conn.type(key)
+        if kind == b"hash":
+            content: Any = conn.hgetall(key)
+        elif kind == b"set":
+            content = conn.smembers(key)
+        elif kind == b"zset":
+            content = conn.zrange(key, 0, -1, withscores=True)
+        else:
+            content = conn.dump(key)
+        out[key[len(prefix):]] = (kind, content)
+    return out
+
+
+def verify_same_layout(conn: redis.Redis, hw: HandWritten) -> None:
+    """Both sides write the same keys and bytes, read the same values, delete every key."""
+    conn.flushdb()
+    row = make_rows(1, seed=7)[0]
+    pk = uuid.uuid1()
+    record = Person(id=pk, **row)
+    record.save()
+    hw.create(row, pk=str(pk))
+    ours, theirs = snapshot(conn, Person._meta.prefix), snapshot(conn, hw.prefix)
+    if ours != theirs:
+        raise RuntimeError(f"the hand-written layout differs from repocket's:\n{ours}\n{theirs}")
+    if hw.get(str(pk)) != Person.objects.get(id=pk).to_dict(simple=True):
+        raise RuntimeError("the hand-written read gives other values than repocket's")
+    Person.objects.filter(tag=row["tag"]).delete()
+    hw.delete_where("tag", row["tag"])
+    if conn.dbsize():
+        raise RuntimeError(f"keys left after deleting: {conn.keys('*')}")
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def header(conn: redis.Redis, server: RedisServer) -> str:
+    info = conn.info("server")
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return "\n".join([
+        f"date:          {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"machine:       {platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs",
+        f"python:        {platform.python_implementation()} {platform.python_version()}",
+        f"redis-server:  {info['redis_version']} (127.0.0.1:{server.port}, no persistence)",
+        f"libraries:     repocket {_version('repocket')}, redis-py {_version('redis')}"
+        f" (hiredis {'on' if HIREDIS_AVAILABLE else 'off'}), orjson {_version('orjson')}",
+    ])  # fmt: skip
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [
+        f"{'operation':<27} {'N':>8}  {'per':<6} {'repocket µs':>11} {'by hand µs':>11} {'ratio':>6}  target",
+        "-" * 84,
+    ]
+    notes = []
+    for row in rows:
+        target = TARGETS.get(row.operation)
+        verdict = "" if target is None else f"≤{target}  {'ok' if row.ratio <= target else 'MISSED'}"
+        mark = ""
+        if row.note:
+            notes.append(row.note)
+            mark = "*" * len(notes)
+        lines.append(
+            f"{row.operation + mark:<27} {row.n:>8,}  {row.unit:<6} {row.repocket_us:>11.1f}"
+            f" {row.hand_us:>11.1f} {row.ratio:>6.2f}  {verdict}"
+        )
+    lines += [f"{'*' * (i + 1)} {note}" for i, note in enumerate(notes)]
+    return "\n".join(lines)
+
+
+def growth(fixed: dict[int, tuple[float, float]]) -> str:
+    if len(fixed) < 2:
+        return ""
+    small, large = min(fixed), max(fixed)
+    lines = [f"indexed filter with a fixed result size (tag = {FIXED_TAG!r}, 100 records), "
+             f"N = {small:,} -> {large:,}:"]
+    for label, side in (("repocket", 0), ("by hand", 1)):
+        t_small, t_large = fixed[small][side], fixed[large][side]
+        ratio = t_large / t_small
+        verdict = f"  target ≤{GROWTH_TARGET}  {'ok' if ratio <= GROWTH_TARGET else 'MISSED'}" if side == 0 else ""
+        lines.append(f"  {label:<9} {t_small * 1e3:7.2f} ms -> {t_large * 1e3:7.2f} ms   "
+                     f"t({large:,})/t({small:,}) = {ratio:.2f}{verdict}")
+    return "\n".join(lines)
+
+
+# -- profiling ---------------------------------------------------------------------------
+
+
+def profile(op: str, n: int, conn: redis.Redis, out: Any) -> None:
+    """cProfile repocket's side of ``op`` at model size ``n``; print the top 15 functions."""
+    conn.flushdb()
+    rows = make_rows(n, seed=n)
+    extra = min(n, 5000)
+    more = make_rows(extra, seed=n + 1, tag=lambda i: "x0")
+    city = CITIES[0]
+    low, high = RANGE
+    setup: Callable[[], Any] = lambda: Person.objects.bulk_create([Person(**r) for r in rows], batch_size=BATCH)  # noqa: E731
+    ids: list[Any] = []
+
+    def create_one() -> None:
+        for row in more:
+            Person.create(**row)
+
+    work: dict[str, Callable[[], Any]] = {
+        "bulk_create": lambda: Person.objects.bulk_create([Person(**r) for r in rows], batch_size=BATCH),
+        "get": lambda: [Person.objects.get(id=pk) for pk in ids[:2000]],
+        "count": lambda: [Person.objects.count() for _ in range(1000)],
+        "filter": lambda: list(Person.objects.filter(city=city)),
+        "filter_order": lambda: list(Person.objects.filter(city=city).order_by("age")),
+        "range": lambda: list(Person.objects.filter(age__range=(low, high))),
+        "fixed": lambda: [list(Person.objects.filter(tag=FIXED_TAG)) for _ in range(100)],
+        "create_one": create_one,
+        "delete": lambda: Person.objects.filter(tag="x0").delete(),
+    }
+    if op != "bulk_create":
+        ids.extend(record.id for record in setup())
+    if op == "delete":
+        create_one()
+    profiler = cProfile.Profile()
+    gc.collect()
+    profiler.enable()
+    work[op]()
+    profiler.disable()
+    print(f"cProfile of repocket's side of {op!r} at N = {n:,}", file=out)
+    stats = pstats.Stats(profiler, stream=out)
+    stats.strip_dirs()
+    for order in ("cumulative", "tottime"):
+        print(f"\n--- sorted by {order} ---", file=out)
+        stats.sort_stats(order).print_stats(15)
+    conn.flushdb()
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=None, help="model sizes, comma-separated (default 10000,100000)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run at N = 1,000")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each read (best kept)")
+    parser.add_argument("--profile", choices=OPERATIONS, metavar="OP",
+                        help=f"cProfile repocket's side of one operation: {', '.join(OPERATIONS)}")
+    args = parser.parse_args(argv)
+    if args.sizes:
+        sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    elif args.quick:
+        sizes = [1000]
+    elif args.profile:
+        sizes = [10_000]
+    else:
+        sizes = [10_000, 100_000]
+    if any(n < CHUNKS * 100 for n in sizes):
+        parser.error(f"sizes must be at least {CHUNKS * 100}")
+
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    server = RedisServer()
+    try:
+        server.start()
+        configure.connection_pool(url=server.url)
+        conn = configure.get_connection()
+        hand = HandWritten(redis.Redis.from_url(server.url), HAND_PREFIX, batch_size=BATCH)
+        log(f"redis-server pid {server.pid} on {server.url}")
+        if args.profile:
+            profile(args.profile, sizes[0], conn, sys.stdout)
+            return 0
+        verify_same_layout(conn, hand)
+        log("same layout: repocket and the hand-written program wrote identical keys and bytes")
+        bench = Bench(conn, hand, args.reps, log)
+        for n in sizes:
+            log(f"N = {n:,}")
+            bench.run(n)
+        print(header(conn, server))
+        print()
+        print("µs per record (per call for get by id and count), best of the repetitions;")
+        print("ratio = repocket / hand-written redis-py on the same server, same layout.")
+        print()
+        print(table(bench.rows))
+        fixed = growth(bench.fixed)
+        if fixed:
+            print()
+            print(fixed)
+        print()
+        print(f"total run time {time.perf_counter() - started:.0f} s")
+        return 0
+    finally:
+        configure.reset()
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
