@@ -179,7 +179,7 @@ def duel(
     for i in range(runs):
         order = (("rp", rp), ("hw", hw)) if i % 2 == 0 else (("hw", hw), ("rp", rp))
         for side, fn in order:
-            seconds, result = timed(lambda fn=fn: fn(i))
+            seconds, result = timed(lambda fn=fn, i=i: fn(i))
             units = per_run(i, result)
             best[side] = min(best[side], seconds * 1e6 / units)
             results[side].append(result)
@@ -316,7 +316,7 @@ class Bench:
         )
         if rp_res != hw_res or sum(rp_res) != extra:
             raise RuntimeError(f"delete: repocket deleted {rp_res}, hand-written {hw_res}")
-        self.add(Row("delete (filter().delete())", n, "record", rp_best, hw_best))
+        self.add(Row("delete (bulk)", n, "record", rp_best, hw_best))
         self.conn.flushdb()
 
     def query_row(self, name: str, n: int, rp: Callable[[int], list[Any]], hw: Callable[[int], list[Any]],

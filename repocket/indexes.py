@@ -128,5 +128,6 @@ class WritePlan:
                 self.write("zrem", self.slot(key, "z"), args[-1])
 
     def args(self) -> list[Any]:
-        """ARGV for the script."""
-        return ["".join(self.types), *self.checks, "|", *self.writes]
+        """This record's part of the script's ARGV (its keys are :attr:`keys`)."""
+        return [len(self.keys), "".join(self.types), len(self.checks), len(self.writes),
+                *self.checks, *self.writes]

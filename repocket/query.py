@@ -720,9 +720,15 @@ def bulk_save(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     meta = model._meta
+    seen: set[Any] = set()
     for instance in instances:
         if type(instance) is not model:
             raise TypeError(f"bulk_create of {meta.label} got a {type(instance).__name__}")
+        pk = instance._data[meta.pk]
+        if pk is not None:
+            if pk in seen:
+                raise ValueError(f"{meta.label} {pk} appears twice in one bulk write")
+            seen.add(pk)
         for name in meta.auto_now:
             instance._data[name] = meta.fields[name].now()
         instance._validate_for_save()

@@ -17,7 +17,7 @@ from redis.exceptions import NoScriptError
 
 
 class Script:
-    """One Lua script: its source and SHA1, callable on a client or queued on a pipeline."""
+    """One Lua script: its source and SHA1, called by SHA on a client."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -31,14 +31,6 @@ class Script:
         except NoScriptError:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
-
-    def queue(self, pipe: Any, keys: list[Any], args: list[Any]) -> None:
-        """Queue a call on a pipeline; run :meth:`ensure_loaded` before executing it."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
-
-    def ensure_loaded(self, client: redis.Redis) -> None:
-        """Load the script on the server (SCRIPT LOAD is idempotent)."""
-        client.script_load(self.source)
 
 
 @cache

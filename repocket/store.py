@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisPyConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from repocket import errors, keys, serialization
@@ -263,59 +263,46 @@ class WriteJob:
 
 
 def run_writes(conn: redis.Redis, meta: ModelOptions, jobs: Sequence[WriteJob]) -> None:
-    """Run every job's write script, pipelined, re-planning those that met a change."""
+    """Write every job in one call of the ``write`` script: all of them, or none.
+
+    When records changed under us, nothing was written: those jobs are
+    re-planned from what Redis holds and the whole batch is sent again.
+    """
     script = get_script("write")
-    todo = list(jobs)
     for _attempt in range(MAX_WRITE_ATTEMPTS):
-        plans = [job.make_plan(job) for job in todo]
+        plans = [job.make_plan(job) for job in jobs]
+        script_keys: list[str] = []
+        args: list[Any] = [len(plans)]
+        for plan in plans:
+            script_keys.extend(plan.keys)
+            args.extend(plan.args())
         try:
-            if len(plans) == 1:
-                replies = [script(conn, plans[0].keys, plans[0].args())]
-            else:
-                replies = _pipelined(conn, script, plans)
+            reply = script(conn, script_keys, args)
         except RedisError as exc:
             raise wrap_redis_error(exc, meta, plans[0].keys[0]) from exc
-        retry = []
-        for job, plan, reply in zip(todo, plans, replies):
-            if isinstance(reply, Exception):
-                raise wrap_redis_error(reply, meta, plan.keys[0])
-            status = reply[0]
-            if status == b"ok":
-                job.reply = reply
-            elif status == b"missing" and job.must_exist:
+        if reply[0] == b"ok":
+            for job, deleted in zip(jobs, reply[1:]):
+                job.reply = [b"ok", deleted]
+            return
+        refusals = list(zip(reply[1::2], reply[2::2]))
+        for number, refusal in refusals:  # a refusal we cannot retry wins
+            job, plan = jobs[int(number) - 1], plans[int(number) - 1]
+            status = refusal[0]
+            if status == b"missing" and job.must_exist:
                 raise meta.model.DoesNotExist(f"{plan.keys[0]} does not exist; nothing was written")
-            elif status == b"stale" or (status == b"missing" and meta.versioned):
-                found = reply[1].decode() if len(reply) > 1 and reply[1] else "no record"
+            if status == b"stale" or (status == b"missing" and meta.versioned):
+                found = refusal[1].decode() if len(refusal) > 1 and refusal[1] else "no record"
                 raise errors.ConflictError(
                     f"{plan.keys[0]}: changed by someone else since it was loaded "
                     f"(stored version: {found}); nothing was written. Call refresh() and retry."
                 )
-            elif status in (b"missing", b"conflict"):
-                job.retry_from(reply)
-                retry.append(job)
-            else:
-                raise_for_reply(reply, meta, plan)
-        if not retry:
-            return
-        todo = retry
+            if status not in (b"missing", b"conflict"):
+                raise_for_reply(refusal, meta, plan)
+        for number, refusal in refusals:
+            jobs[int(number) - 1].retry_from(refusal)
     raise errors.ConflictError(
-        f"{meta.label}: records kept changing during the write; the last "
-        f"{len(todo)} were not written"
+        f"{meta.label}: records kept changing during the write; nothing was written"
     )
-
-
-def _pipelined(conn: redis.Redis, script: Any, plans: list[WritePlan]) -> list[Any]:
-    pipe = conn.pipeline(transaction=False)
-    for plan in plans:
-        script.queue(pipe, plan.keys, plan.args())
-    replies = pipe.execute(raise_on_error=False)
-    if any(isinstance(r, NoScriptError) for r in replies):
-        script.ensure_loaded(conn)
-        redo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        again = _pipelined(conn, script, [plans[i] for i in redo])
-        for i, reply in zip(redo, again):
-            replies[i] = reply
-    return list(replies)
 
 
 def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> None:
