@@ -14,7 +14,7 @@ read with ``redis-cli``, and query them through ``Model.objects``::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from repocket import attributes, errors
 from repocket.connections import configure
@@ -33,8 +33,8 @@ from repocket.model import ActiveRecord, fields
 from repocket.query import QuerySet, ResultSet
 
 try:
-    __version__ = version("repocket")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _metadata.version("repocket")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [

@@ -18,6 +18,7 @@ import datetime as _dt
 import decimal as _decimal
 import itertools
 import math
+import re
 import uuid as _uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
@@ -523,7 +524,15 @@ class DateTime(Attribute[_dt.datetime]):
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> _dt.datetime:
         if not isinstance(stored, str):
             raise TypeError(f"expected an ISO-8601 string, got {type(stored).__name__}")
-        return _dt.datetime.fromisoformat(stored)
+        offset = _SUBMINUTE_OFFSET.search(stored)
+        if offset is None:
+            return _dt.datetime.fromisoformat(stored)
+        # Offsets with seconds or microseconds: some Pythons' fromisoformat drops them.
+        sign, hours, minutes, seconds, micros = offset.groups()
+        delta = _dt.timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds),
+                              microseconds=int(micros or 0))
+        naive = _dt.datetime.fromisoformat(stored[: offset.start()])
+        return naive.replace(tzinfo=_dt.timezone(-delta if sign == "-" else delta))
 
     def index_token(self, value: Any) -> str:
         moment: _dt.datetime = value
@@ -541,14 +550,18 @@ class Decimal(Attribute[_decimal.Decimal]):
 
     def _cast(self, value: Any) -> _decimal.Decimal:
         if isinstance(value, _decimal.Decimal):
-            return value
-        if isinstance(value, bool):
+            result = value
+        elif isinstance(value, bool):
             raise _CastError()
-        if isinstance(value, (int, str)):
-            return _decimal.Decimal(value)
-        if isinstance(value, float):
-            return _decimal.Decimal(repr(value))  # the float's shortest exact text, not its binary expansion
-        raise _CastError()
+        elif isinstance(value, (int, str)):
+            result = _decimal.Decimal(value)
+        elif isinstance(value, float):
+            result = _decimal.Decimal(repr(value))  # the float's shortest exact text, not its binary expansion
+        else:
+            raise _CastError()
+        if result.is_snan():
+            raise _CastError("a signalling NaN cannot be compared or stored")
+        return result
 
     def _encode_value(self, value: Any) -> bytes:
         return b'"' + str(value).encode("ascii") + b'"'
@@ -557,9 +570,12 @@ class Decimal(Attribute[_decimal.Decimal]):
         if not isinstance(stored, str):
             raise TypeError(f"expected a decimal string, got {type(stored).__name__}")
         try:
-            return _decimal.Decimal(stored)
+            result = _decimal.Decimal(stored)
         except _decimal.InvalidOperation:
             raise ValueError(f"{stored!r} is not a decimal") from None
+        if result.is_snan():
+            raise ValueError("a signalling NaN is never stored by repocket")
+        return result
 
     def index_token(self, value: Any) -> str:
         if value.is_nan():
@@ -598,6 +614,8 @@ class Integer(Attribute[int]):
     def index_token(self, value: Any) -> str:
         return str(value)
 
+
+_SUBMINUTE_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2}):(\d{2})(?:\.(\d{6}))?$")
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
