@@ -2,18 +2,18 @@
 
 A model's keys all start with its prefix, ``repocket:<namespace>:<ModelName>``:
 
-========================================  ==========  =========================================
-key                                        type        holds
-========================================  ==========  =========================================
-``<prefix>:<uuid>``                        hash        one record, a JSON envelope per attribute
-``<prefix>:<uuid>:field:<name>``           string      a ByteStream attribute's raw bytes
-``<prefix>:_ids``                          set         the id of every saved record
-``<prefix>:_eq:<field>:<token>``           set         ids whose indexed ``field`` equals token
-``<prefix>:_null:<field>``                 set         ids whose indexed ``field`` is None
-``<prefix>:_sort:<field>``                 sorted set  ids scored by an ordered indexed field
-``<prefix>:_lex:<field>``                  sorted set  ``value\\x00id`` for Unicode prefix/order
-``<prefix>:_unique:<field>``               hash        token -> id for ``unique=True`` fields
-========================================  ==========  =========================================
+========================================  ============  =============================================
+key                                       type          holds
+========================================  ============  =============================================
+``<prefix>:<uuid>``                       hash          one record, a JSON envelope per attribute
+``<prefix>:<uuid>:field:<name>``          string        a ByteStream attribute's raw bytes
+``<prefix>:_ids``                         set           the id of every saved record
+``<prefix>:_eq:<field>:<token>``          set           ids whose indexed ``field`` equals token
+``<prefix>:_null:<field>``                set           ids whose indexed ``field`` is None
+``<prefix>:_sort:<field>``                sorted set    ids scored by an ordered indexed field
+``<prefix>:_lex:<field>``                 sorted set    ``value\\x00id`` for Unicode prefix/order
+``<prefix>:_unique:<field>``              hash          token -> id for ``unique=True`` fields
+========================================  ============  =============================================
 
 Bookkeeping segments start with ``_``, so they can never be mistaken for a
 UUID. Keeping the prefix in one function means a Redis Cluster hash tag can

@@ -180,7 +180,7 @@ class RedisServer:
 
     @property
     def path(self) -> Path | None:
-        """The data directory: the one given, else the temporary one while it exists."""
+        """The data directory (the one given, else the temporary one while it exists)."""
         return self._data_dir if self._data_dir is not None else self._temp_dir
 
     @property

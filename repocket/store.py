@@ -464,6 +464,8 @@ def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any)
             raise wrap_redis_error(exc, meta, record) from exc
         status = reply[0]
         if status == b"ok":
+            if meta.versioned and reply[2] == (instance._version or 0) + 1:
+                instance._version = reply[2]  # nobody else wrote in between: still current
             return _settle_increment(instance, name, int(reply[1]))
         if status == b"missing":
             raise meta.model.DoesNotExist(f"{record} does not exist; nothing was incremented")
@@ -474,10 +476,15 @@ def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any)
             )
         # "shape" (null or unusual text) and "big" fall through to the exact path below.
     result: dict[str, Any] = {}
+    # A versioned instance whose version is current stays current after its own
+    # increment; the first try checks that, and a stale one retries without it.
+    state = {"check_version": meta.versioned}
 
     def make_plan(job: WriteJob) -> WritePlan:
         plan = WritePlan(record)
         plan.check("exists")
+        if state["check_version"]:
+            plan.check("version", str(instance._version or ""))
         current_raw = (job.known_old or {}).get(name)
         plan.check("guard", name, current_raw or b"")
         current = None if current_raw is None else decode_field(meta, attr, record, name, current_raw)
@@ -497,7 +504,16 @@ def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any)
             plan.write("bump")
         return plan
 
-    run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)])
+    try:
+        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)])
+    except errors.ConflictError:
+        if not state["check_version"]:
+            raise
+        state["check_version"] = False
+        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)])
+    else:
+        if meta.versioned:
+            instance._version = (instance._version or 0) + 1
     return _settle_increment(instance, name, result["value"])
 
 

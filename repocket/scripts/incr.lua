@@ -5,7 +5,7 @@
 -- ARGV[4] "<prefix>:_eq:<field>:" when indexed, else "" (the equality sets of
 -- the old and new value are named from it: they depend on the value read here),
 -- ARGV[5] "1" when the model is versioned.
--- Returns {"ok", new value}, {"missing"}, {"shape"} (null or not an Integer
+-- Returns {"ok", new value, new version or 0}, {"missing"}, {"shape"} (null or not an Integer
 -- envelope), {"big"} (past 2^53: the caller adds exactly in Python instead) or
 -- {"wrongtype", key, type}. Nothing is written unless it returns "ok".
 local raw = redis.call("HGET", KEYS[1], ARGV[1])
@@ -33,5 +33,6 @@ if ARGV[4] ~= "" then
   redis.call("SREM", ARGV[4] .. text, ARGV[3])
   redis.call("SADD", ARGV[4] .. new, ARGV[3])
 end
-if ARGV[5] == "1" then redis.call("HINCRBY", KEYS[1], "_version", 1) end
-return {"ok", new}
+local version = 0
+if ARGV[5] == "1" then version = redis.call("HINCRBY", KEYS[1], "_version", 1) end
+return {"ok", new, version}
