@@ -375,12 +375,18 @@ class QuerySet(Generic[M]):
         return self._clone()
 
     def order_by(self, *fields: str) -> QuerySet[M]:
-        """A new query ordered by ``fields`` (``"-field"`` descending, ``project__name`` allowed)."""
+        """A new query ordered by ``fields`` (``"-field"`` descending, ``project__name`` allowed).
+
+        Like :meth:`ResultSet.order_by`, ordering is stable, so a second call
+        sorts by its fields with ties kept in the previous order:
+        ``order_by("name").order_by("city")`` orders by city, then name.
+        """
         self._check_unsliced("order")
         for field in fields:
             _check_order_field(self.model._meta, field)
         clone = self._clone()
-        clone._order = tuple(fields)
+        clone._order = tuple(fields) + tuple(f for f in self._order if f.lstrip("-") not in
+                                             {g.lstrip("-") for g in fields})
         return clone
 
     def using(self, connection: redis.Redis | None) -> QuerySet[M]:
@@ -402,10 +408,8 @@ class QuerySet(Generic[M]):
                 stop = clone._high if stop is None else min(stop, clone._high)
             clone._low, clone._high = start, stop
             return clone
-        if self._cache is not None:
-            return self._cache[index]
-        if index < 0:
-            raise ValueError("QuerySet indexes must be non-negative")
+        if self._cache is not None or index < 0:
+            return self._evaluate()[index]  # a negative index needs the whole result
         found = self[index:index + 1]._evaluate()
         if not found:
             raise IndexError("QuerySet index out of range")

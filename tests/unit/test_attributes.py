@@ -258,6 +258,9 @@ def test_attribute_keywords_and_defaults() -> None:
     assert (attr.null, attr.default, attr.encoding) == (True, b"x", "latin-1")
     assert attributes.DateTime(auto_now=True).auto_now is True
     assert attributes.Pointer(None, null=True).null is True
+    assert attributes.Pointer(None, True).null is True  # Pointer(to_model, null=False)
+    positional = attributes.DateTime(True, True)  # DateTime(auto_now=False, null=False)
+    assert (positional.auto_now, positional.null) == (True, True)
 
 
 # -- to_string / to_python ----------------------------------------------------------------------

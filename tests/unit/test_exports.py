@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import __future__
 import inspect
 import types
 
@@ -28,7 +27,7 @@ def _public_members(module: types.ModuleType) -> list[str]:
         for name, value in vars(module).items()
         if name.isidentifier()  # pytest's assertion rewriting adds "@py_builtins"
         and (not name.startswith("_") or name in INCLUDED_PRIVATE_MEMBERS)
-        and not isinstance(value, __future__._Feature)  # ``from __future__ import annotations``
+        and type(value).__module__ != "__future__"  # ``from __future__ import annotations``
         and not (_is_own_submodule(value) and name not in module.__all__)
     )
 
