@@ -623,7 +623,8 @@ _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 class Float(Attribute[float]):
     """A float, stored as a JSON number; NaN and ±Infinity as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 
-    Every float round-trips bit for bit, -0.0 included.
+    Every float round-trips exactly, -0.0 included; a NaN comes back as NaN
+    (its sign and payload are not kept).
     """
 
     __base_type__ = float

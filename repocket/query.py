@@ -18,6 +18,8 @@ into Redis: only the records of the slice are fetched.
 
 from __future__ import annotations
 
+import decimal
+import math
 import operator
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -51,11 +53,23 @@ def _sort_key(field: str) -> Callable[[Any], Any]:
             if value is None:
                 break
             value = value[part]
+        if value is None:
+            return (0, 0)
         if isinstance(value, ActiveRecord):
-            value = str(value.pk)
-        return (value is not None, value)
+            return (1, str(value.pk))
+        if _is_nan(value):
+            return (2, 0)  # NaN has no order: after every number
+        return (1, value)
 
     return key
+
+
+def _is_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value
+    if isinstance(value, decimal.Decimal):
+        return value.is_nan()
+    return False
 
 
 def sort_records(records: list[Any], fields: Sequence[str]) -> list[Any]:
@@ -114,7 +128,7 @@ def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
             return False
         try:
             return op(value, wanted)
-        except TypeError:
+        except (TypeError, ArithmeticError):  # unorderable, or a Decimal NaN
             return False
 
     return check
@@ -147,6 +161,8 @@ class Lookup:
         path = parts[:-1] if op != "exact" or parts[-1] == "exact" else parts
         if len(path) > 2 or not path:
             raise meta.unknown_field(expression, "lookup")
+        if path[0] == "pk":
+            path[0] = meta.pk
         attr = meta.fields.get(path[0])
         if attr is None:
             raise meta.unknown_field(path[0])
@@ -465,25 +481,39 @@ class QuerySet(Generic[M]):
         attr = meta.fields.get(field)
         if attr is None or not attr.index or not (indexes.is_ordered(attr) or indexes.is_lex(attr)):
             return None
+        if isinstance(attr, attributes.Decimal):
+            return None  # distinct Decimals can share a score: order them in Python
         conn = self._conn
         pipe = conn.pipeline(transaction=False)
-        if indexes.is_lex(attr):
+        lex = indexes.is_lex(attr)
+        if lex:
             pipe.zrange(keys.lex_index_key(meta.prefix, field), 0, -1)
         else:
-            pipe.zrange(keys.sorted_index_key(meta.prefix, field), 0, -1)
+            pipe.zrange(keys.sorted_index_key(meta.prefix, field), 0, -1, withscores=True)
         pipe.smembers(keys.null_index_key(meta.prefix, field))
         if ids is None:
             pipe.smembers(meta.ids_key)
-        replies = pipe.execute()
-        ranked = [m.rsplit(b"\x00", 1)[-1].decode() for m in replies[0]] if indexes.is_lex(attr) else [m.decode() for m in replies[0]]
+        try:
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise store.wrap_redis_error(exc, meta, None) from exc
+        if lex:
+            if any(member.count(b"\x00") > 1 for member in replies[0]):
+                return None  # a value holding NUL sorts ambiguously against the separator
+            ranked = [m.rsplit(b"\x00", 1)[-1].decode() for m in replies[0]]
+        else:
+            limit = _EXACT_SCORE_LIMITS.get(type(attr), math.inf)
+            if replies[0] and max(abs(replies[0][0][1]), abs(replies[0][-1][1])) >= limit:
+                return None  # scores past 2**53 (or far-future times) can tie distinct values
+            ranked = [m.decode() for m, _ in replies[0]]
         nulls = sorted(_members(replies[1]))
         universe = set(ids) if ids is not None else _members(replies[2])
         ranked = [pk for pk in ranked if pk in universe]
         placed = set(ranked) | set(nulls)
-        rest = sorted(pk for pk in universe if pk not in placed)  # e.g. NaN: no score
+        rest = sorted(pk for pk in universe if pk not in placed)  # NaN: no score, sorts last
         nulls = [pk for pk in nulls if pk in universe]
         if self._order[0].startswith("-"):
-            return list(reversed(ranked)) + rest + nulls
+            return rest + list(reversed(ranked)) + nulls
         return nulls + ranked + rest
 
     def _load(self, ids: Sequence[str]) -> list[Any]:
@@ -691,6 +721,12 @@ def _index_source_exists(meta: ModelOptions, lookup: Lookup) -> bool:
         lookup.op in ("gt", "gte", "lt", "lte", "range") and indexes.is_ordered(lookup.attr)
     ) or (lookup.op == "startswith" and indexes.is_lex(lookup.attr))
 
+
+#: Scores at or past these magnitudes may stand for several distinct values (doubles hold 53 bits).
+_EXACT_SCORE_LIMITS: dict[type, float] = {
+    attributes.Integer: float(2**53),
+    attributes.DateTime: float(2**53 // 1_000_000),  # seconds with microseconds
+}
 
 #: Lookups whose index read is exactly the set of matches (ranges read a wider candidate set).
 _EXACT_OPS = frozenset({"exact", "in", "isnull", "startswith"})

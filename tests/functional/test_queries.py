@@ -540,8 +540,9 @@ def test_slicing_and_indexing(dataset: Dataset) -> None:
     assert query[6].rank == ranks[6]
     with pytest.raises(IndexError):
         query[len(ranks)]
+    assert query[-1].rank == ranks[-1]  # as on the original ResultSet list
     with pytest.raises(ValueError):
-        query[-1]
+        query[-3:]
 
 
 COLLIDING = {
