@@ -43,10 +43,12 @@ Every timing is ``time.perf_counter`` around the whole operation, after a
 the best (minimum) of the repetitions (``--reps``, default 5, for the filters)
 is kept. Writes cannot repeat on the same data, so their repetitions are the
 chunks. The table gives µs per record (per call for get by id and count) and
-the ratio repocket / hand-written; the growth lines give t(largest N) /
-t(smallest N) of the fixed-size filters, for both sides: the hand-written
-program's growth is what the machine and Redis add by themselves. The default
-run takes about 3 minutes on 2 cores.
+the ratio repocket / hand-written of the best times; ``paired`` is the median
+of each repetition's own ratio (the two sides ran back to back), which moves
+less when other processes load the machine. The growth lines give
+t(largest N) / t(smallest N) of the fixed-size filters for both sides: the
+hand-written program's growth is what the machine and Redis add by themselves.
+The default run takes 2 to 4 minutes on 2 cores.
 
 ``--profile OP`` runs repocket's side of one operation under cProfile at the
 first size (default 10,000) and prints the top functions instead of the table.
@@ -62,6 +64,7 @@ import os
 import platform
 import pstats
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -100,7 +103,9 @@ TARGETS = {
     "range filter (~10%)": 1.5,
 }
 GROWTH_TARGET = 1.2
-OPERATIONS = ("bulk_create", "get", "count", "filter", "filter_order", "range", "fixed", "create_one", "delete")
+OPERATIONS = (
+    "bulk_create", "get", "count", "filter", "filter_order", "range", "fixed", "fixed_order", "create_one", "delete",
+)
 
 
 class Person(ActiveRecord):
@@ -154,19 +159,41 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 @dataclass
+class Result:
+    """What one duel measured: best µs per unit of each side, and the paired ratios."""
+
+    repocket_us: float
+    hand_us: float
+    #: repocket / hand-written of each run, the two sides' runs being adjacent in time.
+    pairs: list[float]
+    #: Each run's result (with ``keep``) or its size.
+    repocket: list[Any]
+    hand: list[Any]
+
+    def per(self, size: int) -> Result:
+        """The same, per ``size`` units (for timings taken per query)."""
+        return Result(self.repocket_us / size, self.hand_us / size, self.pairs, self.repocket, self.hand)
+
+
+@dataclass
 class Row:
-    """One line of the table: best µs per unit for each side."""
+    """One line of the table."""
 
     operation: str
     n: int
     unit: str
-    repocket_us: float
-    hand_us: float
+    result: Result
     note: str = ""
 
     @property
     def ratio(self) -> float:
-        return self.repocket_us / self.hand_us
+        """Best repocket time / best hand-written time."""
+        return self.result.repocket_us / self.result.hand_us
+
+    @property
+    def paired(self) -> float:
+        """The median of the runs' own ratios: less sensitive to load that comes and goes."""
+        return statistics.median(self.result.pairs)
 
 
 def _size(result: Any) -> int:
@@ -179,30 +206,33 @@ def duel(
     runs: int,
     per_run: Callable[[int, Any], int],
     keep: bool = False,
-) -> tuple[float, float, list[Any], list[Any]]:
+) -> Result:
     """Run both sides ``runs`` times, alternating who goes first; best µs per unit each.
 
     ``rp(i)``/``hw(i)`` do run ``i``; ``per_run(i, result)`` is how many units it did.
-    Returns the results of every run (with ``keep``) or their sizes (without: results
+    Keeps the results of every run (with ``keep``) or their sizes (without: results
     are dropped at once, so they do not weigh on the garbage collector).
     """
     best = {"rp": float("inf"), "hw": float("inf")}
     results: dict[str, list[Any]] = {"rp": [], "hw": []}
+    pairs = []
     for i in range(runs):
         order = (("rp", rp), ("hw", hw)) if i % 2 == 0 else (("hw", hw), ("rp", rp))
+        took = {}
         for side, fn in order:
             seconds, result = timed(lambda fn=fn, i=i: fn(i))
-            units = per_run(i, result)
-            best[side] = min(best[side], seconds * 1e6 / units)
+            took[side] = seconds * 1e6 / per_run(i, result)
+            best[side] = min(best[side], took[side])
             results[side].append(result if keep else _size(result))
             del result
-    return best["rp"], best["hw"], results["rp"], results["hw"]
+        pairs.append(took["rp"] / took["hw"])
+    return Result(best["rp"], best["hw"], pairs, results["rp"], results["hw"])
 
 
-def same_sizes(what: str, rp_results: list[Any], hw_results: list[Any]) -> int:
+def same_sizes(what: str, outcome: Result) -> int:
     """Check both sides returned as many records each run (same work); return the first size."""
-    rp_sizes = [_size(r) for r in rp_results]
-    hw_sizes = [_size(r) for r in hw_results]
+    rp_sizes = [_size(r) for r in outcome.repocket]
+    hw_sizes = [_size(r) for r in outcome.hand]
     if rp_sizes != hw_sizes:
         raise RuntimeError(f"{what}: repocket returned {rp_sizes} records, hand-written {hw_sizes}")
     return rp_sizes[0]
@@ -225,8 +255,8 @@ class Bench:
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        self.log(f"  {row.operation:<31} N={row.n:>7,}  repocket {row.repocket_us:9.1f} µs/{row.unit}"
-                 f"  by hand {row.hand_us:9.1f}  ratio {row.ratio:5.2f}")
+        self.log(f"  {row.operation:<31} N={row.n:>7,}  repocket {row.result.repocket_us:9.1f} µs/{row.unit}"
+                 f"  by hand {row.result.hand_us:9.1f}  ratio {row.ratio:5.2f}  paired {row.paired:5.2f}")
 
     def run(self, n: int) -> None:
         self.conn.flushdb()
@@ -235,38 +265,39 @@ class Bench:
         chunks = split(rows, CHUNKS)
 
         # bulk create: the chunks are the repetitions
-        rp_best, hw_best, rp_res, hw_res = duel(
+        outcome = duel(
             lambda i: Person.objects.bulk_create([Person(**row) for row in chunks[i]], batch_size=BATCH),
             lambda i: hw.bulk_create(chunks[i]),
             len(chunks), lambda i, result: len(chunks[i]), keep=True,
         )
-        self.add(Row("bulk create", n, "record", rp_best, hw_best))
-        rp_ids = [record.id for result in rp_res for record in result]
-        hw_ids = [pk for result in hw_res for pk in result]
+        self.add(Row("bulk create", n, "record", outcome))
+        rp_ids = [record.id for result in outcome.repocket for record in result]
+        hw_ids = [pk for result in outcome.hand for pk in result]
+        outcome.repocket = outcome.hand = []
         if Person.objects.count() != n or hw.count() != n:
             raise RuntimeError(f"bulk create: expected {n} records on each side")
 
         # get by id: a different slice of random ids each run
         sample = split(random.Random(1).sample(range(n), min(n, GET_RUNS * GET_PER_RUN)), GET_RUNS)
-        rp_best, hw_best, rp_res, hw_res = duel(
+        outcome = duel(
             lambda i: [Person.objects.get(id=rp_ids[k]) for k in sample[i]],
             lambda i: [hw.get(hw_ids[k]) for k in sample[i]],
             len(sample), lambda i, result: len(result), keep=True,
         )
-        if any(record is None for result in hw_res for record in result):
+        if any(record is None for result in outcome.hand for record in result):
             raise RuntimeError("get by id: the hand-written side missed a record")
-        del rp_res, hw_res
-        self.add(Row("get by id", n, "call", rp_best, hw_best))
+        outcome.repocket = outcome.hand = []
+        self.add(Row("get by id", n, "call", outcome))
 
         # count
-        rp_best, hw_best, rp_res, hw_res = duel(
+        outcome = duel(
             lambda i: [Person.objects.count() for _ in range(COUNT_PER_RUN)],
             lambda i: [hw.count() for _ in range(COUNT_PER_RUN)],
             COUNT_RUNS, lambda i, result: COUNT_PER_RUN, keep=True,
         )
-        if {c for result in rp_res + hw_res for c in result} != {n}:
+        if {c for result in outcome.repocket + outcome.hand for c in result} != {n}:
             raise RuntimeError("count: wrong answer")
-        self.add(Row("count", n, "call", rp_best, hw_best))
+        self.add(Row("count", n, "call", outcome))
 
         # indexed equality filter, materialised (~25%)
         city = CITIES[0]
@@ -313,19 +344,19 @@ class Bench:
                 hw.create(row)
             return len(more_chunks[i])
 
-        rp_best, hw_best, _, _ = duel(rp_create, hw_create, len(more_chunks), lambda i, result: result)
+        outcome = duel(rp_create, hw_create, len(more_chunks), lambda i, result: result)
         note = f"{extra:,} creates into a model of {n:,}" if extra < n else ""
-        self.add(Row("create one by one", n, "record", rp_best, hw_best, note))
+        self.add(Row("create one by one", n, "record", outcome, note))
 
         # delete those records (bulk: filter().delete()), chunks as repetitions
-        rp_best, hw_best, rp_res, hw_res = duel(
+        outcome = duel(
             lambda i: Person.objects.filter(tag=f"x{i}").delete(),
             lambda i: hw.delete_where("tag", f"x{i}"),
             len(more_chunks), lambda i, result: len(more_chunks[i]), keep=True,
         )
-        if rp_res != hw_res or sum(rp_res) != extra:
-            raise RuntimeError(f"delete: repocket deleted {rp_res}, hand-written {hw_res}")
-        self.add(Row("delete (bulk)", n, "record", rp_best, hw_best))
+        if outcome.repocket != outcome.hand or sum(outcome.repocket) != extra:
+            raise RuntimeError(f"delete: repocket deleted {outcome.repocket}, hand-written {outcome.hand}")
+        self.add(Row("delete (bulk)", n, "record", outcome))
         self.conn.flushdb()
 
     def query_row(self, name: str, n: int, rp: Callable[[int], list[Any]], hw: Callable[[int], list[Any]],
@@ -335,15 +366,15 @@ class Bench:
                 ages = [record["age"] for record in result]
                 if ages != sorted(ages):
                     raise RuntimeError(f"{name}: not ordered by age")
-        rp_best, hw_best, rp_res, hw_res = duel(rp, hw, self.reps, lambda i, result: len(result))
-        same_sizes(name, rp_res, hw_res)
-        self.add(Row(name, n, "record", rp_best, hw_best))
+        outcome = duel(rp, hw, self.reps, lambda i, result: len(result))
+        same_sizes(name, outcome)
+        self.add(Row(name, n, "record", outcome))
 
     def fixed_row(self, name: str, n: int, rp: Callable[[int], list[Any]], hw: Callable[[int], list[Any]]) -> None:
-        rp_best, hw_best, rp_res, hw_res = duel(rp, hw, FIXED_RUNS, lambda i, result: 1)
-        size = same_sizes(name, rp_res, hw_res)
-        self.fixed.setdefault(name, {})[n] = (rp_best / 1e6, hw_best / 1e6)
-        self.add(Row(f"{name} ({size} results)", n, "record", rp_best / size, hw_best / size))
+        outcome = duel(rp, hw, FIXED_RUNS, lambda i, result: 1)
+        size = same_sizes(name, outcome)
+        self.fixed.setdefault(name, {})[n] = (outcome.repocket_us / 1e6, outcome.hand_us / 1e6)
+        self.add(Row(f"{name} ({size} results)", n, "record", outcome.per(size)))
 
 
 # -- same layout check -------------------------------------------------------------------
@@ -423,8 +454,9 @@ def header(conn: redis.Redis, server: RedisServer, load_at_start: float) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     lines = [
-        f"{'operation':<32} {'N':>8}  {'per':<6} {'repocket µs':>11} {'by hand µs':>11} {'ratio':>6}  target",
-        "-" * 92,
+        f"{'operation':<32} {'N':>8}  {'per':<6} {'repocket µs':>11} {'by hand µs':>11} {'ratio':>6}"
+        f" {'paired':>6}  target",
+        "-" * 99,
     ]
     notes = []
     for row in rows:
@@ -435,8 +467,8 @@ def table(rows: Sequence[Row]) -> str:
             notes.append(row.note)
             mark = "*" * len(notes)
         lines.append(
-            f"{row.operation + mark:<32} {row.n:>8,}  {row.unit:<6} {row.repocket_us:>11.1f}"
-            f" {row.hand_us:>11.1f} {row.ratio:>6.2f}  {verdict}"
+            f"{row.operation + mark:<32} {row.n:>8,}  {row.unit:<6} {row.result.repocket_us:>11.1f}"
+            f" {row.result.hand_us:>11.1f} {row.ratio:>6.2f} {row.paired:>6.2f}  {verdict}"
         )
     lines += [f"{'*' * (i + 1)} {note}" for i, note in enumerate(notes)]
     return "\n".join(lines)
@@ -485,6 +517,7 @@ def profile(op: str, n: int, conn: redis.Redis, out: Any) -> None:
         "filter_order": lambda: list(Person.objects.filter(city=city).order_by("age")),
         "range": lambda: list(Person.objects.filter(age__range=(low, high))),
         "fixed": lambda: [list(Person.objects.filter(tag=FIXED_TAG)) for _ in range(100)],
+        "fixed_order": lambda: [list(Person.objects.filter(tag=FIXED_TAG).order_by("age")) for _ in range(10)],
         "create_one": create_one,
         "delete": lambda: Person.objects.filter(tag="x0").delete(),
     }
@@ -553,7 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(header(conn, server, load_at_start))
         print()
         print("µs per record (per call for get by id and count), best of the repetitions;")
-        print("ratio = repocket / hand-written redis-py on the same server, same layout.")
+        print("ratio = repocket / hand-written redis-py on the same server, same layout;")
+        print("paired = the median of each repetition's own ratio (the two sides run back to back).")
         print()
         print(table(bench.rows))
         for name, times in bench.fixed.items():

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.abspath(".."))
 
 project = "repocket"
 author = "The repocket developers"
-copyright = "the repocket developers"  # noqa: A001 - Sphinx's name
+copyright = "the repocket developers"
 try:
     release = version("repocket")
 except PackageNotFoundError:  # a source tree that was never installed

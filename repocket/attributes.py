@@ -190,7 +190,8 @@ class Attribute(Generic[T]):
                 when the attribute belongs to one).
         """
         if value is None:
-            return None  # type: ignore[return-value]
+            none: T = self._none()
+            return none
         try:
             return self._cast(value)
         except (_CastError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
@@ -200,6 +201,10 @@ class Attribute(Generic[T]):
 
     def _cast(self, value: Any) -> T:
         raise NotImplementedError
+
+    def _none(self) -> Any:
+        """What ``None`` becomes on assignment (None: checked against ``null`` at save)."""
+        return None
 
     def _expected(self) -> str:
         base = self.__base_type__
@@ -270,8 +275,24 @@ class Attribute(Generic[T]):
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    """A repr for messages that is short and never fails (huge ints, broken __repr__)."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # a message must not fail because of the value it describes
+        return f"<{type(value).__name__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: The largest integer magnitude stored, in bits: Python's own int-to-text limit (4300 digits).
+MAX_INT_BITS = 14_000
+
+
+def _check_int(value: int) -> int:
+    if value.bit_length() > MAX_INT_BITS:
+        raise _CastError(f"integers are stored up to {MAX_INT_BITS} bits")
+    return value
 
 
 class Unicode(Attribute[str]):
@@ -378,6 +399,9 @@ class ByteStream(Bytes):
     ) -> None:
         super().__init__(null=null, default=default, encoding=encoding, secret=secret)
 
+    def _none(self) -> bytes:
+        return b""  # a stream is never None: an empty stream is b"" (no string key)
+
 
 class JSON(Attribute[Any]):
     """Any JSON document: dicts with string keys, lists, strings, numbers, booleans, None.
@@ -417,7 +441,7 @@ def _json_value(value: Any) -> Any:
             value.encode("utf-8")
         return str(value)
     if isinstance(value, int):
-        return int(value)
+        return _check_int(int(value))
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _CastError(f"{value!r} has no JSON form")
@@ -507,15 +531,18 @@ class DateTime(Attribute[_dt.datetime]):
 
     def _cast(self, value: Any) -> _dt.datetime:
         if isinstance(value, _dt.datetime):
-            return value
-        if isinstance(value, _dt.date):
-            return _dt.datetime(value.year, value.month, value.day)
-        if isinstance(value, str):
+            moment = value
+        elif isinstance(value, _dt.date):
+            moment = _dt.datetime(value.year, value.month, value.day)
+        elif isinstance(value, str):
             try:
-                return dateutil.parser.isoparse(value)
+                moment = dateutil.parser.isoparse(value)
             except (ValueError, OverflowError):
-                return dateutil.parser.parse(value)
-        raise _CastError()
+                moment = dateutil.parser.parse(value)
+        else:
+            raise _CastError()
+        moment.isoformat()  # prove now that it can be stored (an offset past 24 h cannot)
+        return moment
 
     def _encode_value(self, value: Any) -> bytes:
         text: str = value.isoformat()
@@ -535,10 +562,21 @@ class DateTime(Attribute[_dt.datetime]):
         return naive.replace(tzinfo=_dt.timezone(-delta if sign == "-" else delta))
 
     def index_token(self, value: Any) -> str:
-        moment: _dt.datetime = value
-        if moment.tzinfo is not None and moment.utcoffset() is not None:
-            return moment.astimezone(_dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
-        return moment.isoformat()
+        # Aware values: the instant as whole microseconds since the epoch (equal instants,
+        # equal tokens; plain arithmetic never overflows near year 1 or 9999). Naive
+        # values: their ISO text, which always holds a "T" and so never equals a number.
+        micros = utc_microseconds(value)
+        return value.isoformat() if micros is None else str(micros)
+
+
+def utc_microseconds(value: _dt.datetime) -> int | None:
+    """Microseconds since 1970-01-01 UTC of an aware datetime; None for a naive one."""
+    offset = value.utcoffset()
+    if offset is None:
+        return None
+    naive = value.replace(tzinfo=None)
+    since_epoch = naive - _dt.datetime(1970, 1, 1)
+    return (since_epoch - offset) // _dt.timedelta(microseconds=1)
 
 
 class Decimal(Attribute[_decimal.Decimal]):
@@ -594,13 +632,15 @@ class Integer(Attribute[int]):
 
     def _cast(self, value: Any) -> int:
         if isinstance(value, int):
-            return int(value)
+            return _check_int(int(value))
         if isinstance(value, str):
-            return int(value.strip())
+            if len(value) > 4000:
+                raise _CastError("too many digits")
+            return _check_int(int(value.strip()))
         if isinstance(value, (float, _decimal.Decimal)):
             if value != value or value in (math.inf, -math.inf) or value != int(value):
                 raise _CastError("it is not a whole number")
-            return int(value)
+            return _check_int(int(value))
         raise _CastError()
 
     def _encode_value(self, value: Any) -> bytes:

@@ -40,12 +40,14 @@ class CheckReport:
     broken_pointers: list[tuple[str, str, str]] = field(default_factory=list)
     #: ``(record key, message)`` records that cannot be read.
     corrupt_records: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(key, type)`` id-set or index keys holding the wrong Redis type (repair deletes and rebuilds them).
+    wrong_type_keys: list[tuple[str, str]] = field(default_factory=list)
     repaired: bool = False
 
     def __len__(self) -> int:
         return (
             len(self.missing_entries) + len(self.stale_entries) + len(self.orphan_streams)
-            + len(self.broken_pointers) + len(self.corrupt_records)
+            + len(self.broken_pointers) + len(self.corrupt_records) + len(self.wrong_type_keys)
         )
 
     @property
@@ -99,7 +101,7 @@ def _load_batches(conn: redis.Redis, meta: ModelOptions, record_keys: list[str],
         batch = record_keys[start:start + batch_size]
         out = []
         pending: store.Pending = []
-        for key, fetched in zip(batch, store.fetch(conn, [(meta, k) for k in batch])):
+        for key, fetched in _fetch_each(conn, meta, batch, report):
             if fetched is None:
                 continue
             try:
@@ -113,6 +115,23 @@ def _load_batches(conn: redis.Redis, meta: ModelOptions, record_keys: list[str],
         if report is not None and pending:
             _check_pointers(conn, pending, report)
         yield out
+
+
+def _fetch_each(conn: redis.Redis, meta: ModelOptions, batch: list[str],
+                report: CheckReport | None) -> list[tuple[str, store.Fetched | None]]:
+    """Fetch a batch in one round trip; when a key is of the wrong type, record by record."""
+    try:
+        return list(zip(batch, store.fetch(conn, [(meta, k) for k in batch])))
+    except errors.CorruptRecordError:
+        if report is None:
+            raise
+    out: list[tuple[str, store.Fetched | None]] = []
+    for key in batch:
+        try:
+            out.append((key, store.fetch(conn, [(meta, key)])[0]))
+        except errors.CorruptRecordError as exc:
+            report.corrupt_records.append((key, str(exc)))
+    return out
 
 
 def _check_pointers(conn: redis.Redis, pending: store.Pending, report: CheckReport) -> None:
@@ -178,7 +197,7 @@ def check(model: type[ActiveRecord], *, repair: bool = False,
             for _, record in batch:
                 for key, kind, member, score in _expected_entries(meta, record, str(record.pk)):
                     expected[(key, member)] = (kind, score)
-        actual = _read_bookkeeping(conn, bookkeeping)
+        actual = _read_bookkeeping(conn, meta, bookkeeping, report)
         for entry, (kind, score) in expected.items():
             if entry not in actual or (kind == "h" and actual[entry][1] != score) or (
                 kind == "z" and float(actual[entry][1]) != float(score)
@@ -189,16 +208,19 @@ def check(model: type[ActiveRecord], *, repair: bool = False,
             if entry not in expected or (kind == "h" and expected[entry][1] != value)
         )
         report.missing_entries.sort()
-        if repair and (report.missing_entries or report.stale_entries):
+        if repair and (report.missing_entries or report.stale_entries or report.wrong_type_keys):
             pipe = conn.pipeline(transaction=False)
+            for key, _ in report.wrong_type_keys:
+                pipe.delete(key)
             for key, member in report.stale_entries:
                 kind = actual[(key, member)][0]
+                raw = member.encode("utf-8", "surrogateescape")
                 if kind == "s":
-                    pipe.srem(key, member)
+                    pipe.srem(key, raw)
                 elif kind == "z":
-                    pipe.zrem(key, member)
+                    pipe.zrem(key, raw)
                 else:
-                    pipe.hdel(key, member)
+                    pipe.hdel(key, raw)
             for key, member in report.missing_entries:
                 kind, score = expected[(key, member)]
                 _add(pipe, key, kind, member, score)
@@ -209,7 +231,11 @@ def check(model: type[ActiveRecord], *, repair: bool = False,
     return report
 
 
-def _read_bookkeeping(conn: redis.Redis, bookkeeping: list[str]) -> dict[tuple[str, str], tuple[str, str]]:
+_BOOKKEEPING_TYPES = {"_ids": "set", "_eq": "set", "_null": "set", "_sort": "zset", "_lex": "zset", "_unique": "hash"}
+
+
+def _read_bookkeeping(conn: redis.Redis, meta: ModelOptions, bookkeeping: list[str],
+                      report: CheckReport) -> dict[tuple[str, str], tuple[str, str]]:
     """Every entry of the id set and index keys: ``(key, member) -> (kind, score or value)``."""
     pipe = conn.pipeline(transaction=False)
     for key in bookkeeping:
@@ -217,8 +243,15 @@ def _read_bookkeeping(conn: redis.Redis, bookkeeping: list[str]) -> dict[tuple[s
     kinds = pipe.execute()
     pipe = conn.pipeline(transaction=False)
     typed = []
+    start = len(meta.prefix) + 1
     for key, kind in zip(bookkeeping, kinds):
         kind = kind.decode() if isinstance(kind, bytes) else kind
+        expected = _BOOKKEEPING_TYPES.get(key[start:].split(":", 1)[0])
+        if expected is None:
+            continue  # not a key repocket writes
+        if kind != expected:
+            report.wrong_type_keys.append((key, kind))
+            continue
         if kind == "set":
             pipe.smembers(key)
         elif kind == "zset":
@@ -232,11 +265,11 @@ def _read_bookkeeping(conn: redis.Redis, bookkeeping: list[str]) -> dict[tuple[s
     for (key, kind), reply in zip(typed, pipe.execute()):
         if kind == "set":
             for member in reply:
-                out[(key, member.decode())] = ("s", "")
+                out[(key, member.decode("utf-8", "surrogateescape"))] = ("s", "")
         elif kind == "zset":
             for member, score in reply:
-                out[(key, member.decode())] = ("z", repr(score))
+                out[(key, member.decode("utf-8", "surrogateescape"))] = ("z", repr(score))
         else:
             for member, value in reply.items():
-                out[(key, member.decode())] = ("h", value.decode())
+                out[(key, member.decode("utf-8", "surrogateescape"))] = ("h", value.decode("utf-8", "surrogateescape"))
     return out

@@ -18,7 +18,6 @@ compare exactly in Python.
 
 from __future__ import annotations
 
-import calendar
 import datetime as _dt
 import math
 from collections.abc import Iterator
@@ -45,14 +44,18 @@ def is_lex(attr: attributes.Attribute[Any]) -> bool:
 def score(attr: attributes.Attribute[Any], value: Any) -> float | None:
     """The sorted-index score of ``value``; None for values with no order (NaN)."""
     if isinstance(attr, attributes.DateTime):
-        if value.tzinfo is not None and value.utcoffset() is not None:
-            value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-        return float(calendar.timegm(value.timetuple()) + value.microsecond / 1e6)
+        micros = attributes.utc_microseconds(value)
+        if micros is None:  # naive: its wall-clock time, read as UTC
+            micros = (value - _dt.datetime(1970, 1, 1)) // _dt.timedelta(microseconds=1)
+        return micros / 1e6
     if isinstance(attr, attributes.Decimal):
         if value.is_nan():
             return None
-        return float(value)
-    result = float(value)
+        return float(value)  # past the double range: ±inf
+    try:
+        result = float(value)
+    except OverflowError:  # an int past the double range
+        return math.inf if value > 0 else -math.inf
     return None if math.isnan(result) else result
 
 
@@ -93,6 +96,8 @@ class WritePlan:
         self.types: list[str] = ["h"]
         self.checks: list[Any] = []
         self.writes: list[Any] = []
+        #: unique token -> the value it stands for, to name the value in errors
+        self.unique_values: dict[str, Any] = {}
         self._slots: dict[str, int] = {record_key: 1}
 
     def slot(self, key: str, kind: str) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import decimal
 import math
 import operator
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -242,17 +243,22 @@ def _pointer_pk(attr: attributes.Pointer, value: Any) -> uuid.UUID | None:
 class _IdSource:
     """Where a lookup's candidate ids come from, as one queued Redis command."""
 
-    def __init__(self, queue: Callable[[Any], None], parse: Callable[[Any], set[str]]) -> None:
+    def __init__(self, key: str, queue: Callable[[Any], None], parse: Callable[[Any], set[str]]) -> None:
+        self.key = key  # named in the error when the read fails
         self.queue = queue
         self.parse = parse
 
 
+_CANONICAL_ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _members(reply: Any) -> set[str]:
-    return {m.decode() if isinstance(m, bytes) else m for m in reply}
+    """Ids from an index or id set reply; anything that is not a canonical UUID is no record's id."""
+    return {m.decode() for m in reply if _CANONICAL_ID.fullmatch(m)}
 
 
 def _lex_ids(reply: Any) -> set[str]:
-    return {m.rsplit(b"\x00", 1)[-1].decode() for m in reply}
+    return _members(m.rsplit(b"\x00", 1)[-1] for m in reply)
 
 
 def _index_source(meta: ModelOptions, lookup: Lookup, conn: redis.Redis) -> _IdSource | None:
@@ -266,7 +272,8 @@ def _index_source(meta: ModelOptions, lookup: Lookup, conn: redis.Redis) -> _IdS
         if target_ids is None:
             return None
         eq = [keys.eq_index_key(prefix, field, pk) for pk in sorted(target_ids)]
-        return _IdSource(lambda pipe: pipe.sunion(eq) if eq else pipe.echo(b""),
+        return _IdSource(keys.eq_index_key(prefix, field, "*"),
+                         lambda pipe: pipe.sunion(eq) if eq else pipe.echo(b""),
                          lambda reply: _members(reply) if eq else set())
 
     def token(v: Any) -> str:
@@ -274,15 +281,15 @@ def _index_source(meta: ModelOptions, lookup: Lookup, conn: redis.Redis) -> _IdS
 
     if op == "exact":
         key = keys.null_index_key(prefix, field) if value is None else keys.eq_index_key(prefix, field, token(value))
-        return _IdSource(lambda pipe: pipe.smembers(key), _members)
+        return _IdSource(key, lambda pipe: pipe.smembers(key), _members)
     if op == "in":
         in_keys = [keys.null_index_key(prefix, field) if v is None else keys.eq_index_key(prefix, field, token(v)) for v in value]
         if not in_keys:
-            return _IdSource(lambda pipe: pipe.echo(b""), lambda reply: set())
-        return _IdSource(lambda pipe: pipe.sunion(in_keys), _members)
+            return _IdSource("", lambda pipe: pipe.echo(b""), lambda reply: set())
+        return _IdSource(keys.eq_index_key(prefix, field, "*"), lambda pipe: pipe.sunion(in_keys), _members)
     if op == "isnull" and value:
         key = keys.null_index_key(prefix, field)
-        return _IdSource(lambda pipe: pipe.smembers(key), _members)
+        return _IdSource(key, lambda pipe: pipe.smembers(key), _members)
     if op in ("gt", "gte", "lt", "lte", "range") and indexes.is_ordered(attr):
         low: str | None = "-inf"
         high: str | None = "+inf"
@@ -296,12 +303,12 @@ def _index_source(meta: ModelOptions, lookup: Lookup, conn: redis.Redis) -> _IdS
             return None
         sort_key = keys.sorted_index_key(prefix, field)
         # Inclusive bounds: scores are doubles, so exact comparison happens in Python.
-        return _IdSource(lambda pipe: pipe.zrangebyscore(sort_key, low, high), _members)
+        return _IdSource(sort_key, lambda pipe: pipe.zrangebyscore(sort_key, low, high), _members)
     if op == "startswith" and indexes.is_lex(attr):
         lex_key = keys.lex_index_key(prefix, field)
         start = b"[" + value.encode("utf-8")
         end = b"[" + value.encode("utf-8") + b"\xff"
-        return _IdSource(lambda pipe: pipe.zrangebylex(lex_key, start, end), _lex_ids)
+        return _IdSource(lex_key, lambda pipe: pipe.zrangebylex(lex_key, start, end), _lex_ids)
     return None
 
 
@@ -320,10 +327,7 @@ def _candidate_ids(meta: ModelOptions, lookups: Sequence[Lookup], conn: redis.Re
     pipe = conn.pipeline(transaction=False)
     for source in sources:
         source.queue(pipe)
-    try:
-        replies = pipe.execute()
-    except RedisError as exc:
-        raise store.wrap_redis_error(exc, meta, None) from exc
+    replies = store.execute(pipe, meta, [source.key for source in sources])
     result: set[str] | None = None
     for source, reply in zip(sources, replies):
         ids = source.parse(reply)
@@ -486,26 +490,23 @@ class QuerySet(Generic[M]):
         conn = self._conn
         pipe = conn.pipeline(transaction=False)
         lex = indexes.is_lex(attr)
-        if lex:
-            pipe.zrange(keys.lex_index_key(meta.prefix, field), 0, -1)
-        else:
-            pipe.zrange(keys.sorted_index_key(meta.prefix, field), 0, -1, withscores=True)
-        pipe.smembers(keys.null_index_key(meta.prefix, field))
+        read = [keys.lex_index_key(meta.prefix, field) if lex else keys.sorted_index_key(meta.prefix, field),
+                keys.null_index_key(meta.prefix, field)]
+        pipe.zrange(read[0], 0, -1, withscores=not lex)
+        pipe.smembers(read[1])
         if ids is None:
+            read.append(meta.ids_key)
             pipe.smembers(meta.ids_key)
-        try:
-            replies = pipe.execute()
-        except RedisError as exc:
-            raise store.wrap_redis_error(exc, meta, None) from exc
+        replies = store.execute(pipe, meta, read)
         if lex:
             if any(member.count(b"\x00") > 1 for member in replies[0]):
                 return None  # a value holding NUL sorts ambiguously against the separator
-            ranked = [m.rsplit(b"\x00", 1)[-1].decode() for m in replies[0]]
+            ranked = [m.rsplit(b"\x00", 1)[-1].decode("utf-8", "replace") for m in replies[0]]
         else:
             limit = _EXACT_SCORE_LIMITS.get(type(attr), math.inf)
             if replies[0] and max(abs(replies[0][0][1]), abs(replies[0][-1][1])) >= limit:
                 return None  # scores past 2**53 (or far-future times) can tie distinct values
-            ranked = [m.decode() for m, _ in replies[0]]
+            ranked = [m.decode("utf-8", "replace") for m, _ in replies[0]]
         nulls = sorted(_members(replies[1]))
         universe = set(ids) if ids is not None else _members(replies[2])
         ranked = [pk for pk in ranked if pk in universe]

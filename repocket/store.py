@@ -9,6 +9,8 @@ the record changed under it.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 
 #: How many times a write is re-planned when the record changed under it.
 MAX_WRITE_ATTEMPTS = 16
+#: The same for a guarded increment (Float, Decimal), which contends by design.
+INCREMENT_ATTEMPTS = 200
 
 _ENVELOPE = frozenset({"type", "value", "module"})
 
@@ -36,6 +40,8 @@ _ENVELOPE = frozenset({"type", "value", "module"})
 
 def wrap_redis_error(exc: BaseException, meta: ModelOptions | None, key: str | None) -> errors.RepocketError:
     """The repocket error for a redis-py error met while working on ``key``."""
+    if isinstance(exc, errors.RepocketError):
+        return exc
     where = f" ({key})" if key else ""
     if isinstance(exc, (RedisPyConnectionError, RedisPyTimeoutError)):
         return errors.RedisConnectionError(f"Redis is unreachable{where}: {exc}")
@@ -43,6 +49,18 @@ def wrap_redis_error(exc: BaseException, meta: ModelOptions | None, key: str | N
         return errors.CorruptRecordError(f"{key} holds the wrong type of Redis value: {exc}", key=key)
     label = meta.label if meta else "repocket"
     return errors.RepocketError(f"{label}: Redis refused a command{where}: {exc}")
+
+
+def execute(pipe: Any, meta: ModelOptions, read_keys: Sequence[str | None]) -> list[Any]:
+    """Run a pipeline of one command per key; a failed command raises naming its key."""
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except RedisError as exc:
+        raise wrap_redis_error(exc, meta, None) from exc
+    for reply, key in zip(replies, read_keys):
+        if isinstance(reply, Exception):
+            raise wrap_redis_error(reply, meta, key)
+    return list(replies)
 
 
 def _corrupt(key: str, field: str | None, message: str) -> errors.CorruptRecordError:
@@ -67,7 +85,7 @@ def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, 
         raise _corrupt(key, name, f"expected a JSON object envelope, found {type(envelope).__name__}")
     tag = envelope.get("type")
     expected = type(attr).__name__
-    if tag != expected and tag not in attr.compatible_tags:
+    if tag != expected and not (isinstance(tag, str) and tag in attr.compatible_tags):
         if isinstance(tag, str) and tag in ATTRIBUTE_TYPES:
             raise _corrupt(key, name, f"stored as {tag}, but {meta.label}.{name} is {expected}")
         raise _corrupt(key, name, f"unknown type tag {tag!r}")
@@ -262,14 +280,17 @@ class WriteJob:
         self.known_old = known
 
 
-def run_writes(conn: redis.Redis, meta: ModelOptions, jobs: Sequence[WriteJob]) -> None:
+def run_writes(conn: redis.Redis, meta: ModelOptions, jobs: Sequence[WriteJob],
+               attempts: int = MAX_WRITE_ATTEMPTS) -> None:
     """Write every job in one call of the ``write`` script: all of them, or none.
 
     When records changed under us, nothing was written: those jobs are
     re-planned from what Redis holds and the whole batch is sent again.
     """
     script = get_script("write")
-    for _attempt in range(MAX_WRITE_ATTEMPTS):
+    for attempt in range(attempts):
+        if attempt > 1:  # contended: step aside a little so the writers interleave
+            time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
         plans = [job.make_plan(job) for job in jobs]
         script_keys: list[str] = []
         args: list[Any] = [len(plans)]
@@ -316,12 +337,13 @@ def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> No
     if status == b"taken":
         slot, token, holder = int(reply[1]), reply[2].decode(), reply[3].decode()
         field = plan.keys[slot - 1].rsplit(":", 1)[-1]
+        value = plan.unique_values.get(token, token)
         raise errors.UniqueConstraintError(
-            f"{meta.label}.{field}: the value {token!r} is already used by {meta.key(holder)}; "
+            f"{meta.label}.{field}: the value {value!r} is already used by {meta.key(holder)}; "
             "nothing was written",
             model=meta.label,
             field=field,
-            value=token,
+            value=value,
         )
     raise errors.RepocketError(f"{meta.label}: unexpected reply from the write script: {reply!r}")
 
@@ -355,6 +377,7 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
     if unique_slot and new is not None:
         token = attr.index_token(new)
         plan.check("unique", unique_slot, token, pk)
+        plan.unique_values[token] = new
         plan.write("uset", unique_slot, token, pk)
 
 
@@ -505,12 +528,12 @@ def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any)
         return plan
 
     try:
-        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)])
+        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)], INCREMENT_ATTEMPTS)
     except errors.ConflictError:
         if not state["check_version"]:
             raise
         state["check_version"] = False
-        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)])
+        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)], INCREMENT_ATTEMPTS)
     else:
         if meta.versioned:
             instance._version = (instance._version or 0) + 1

@@ -22,6 +22,7 @@ import redis as redis_py
 from repocket import ActiveRecord, ResultSet, attributes, errors, fields
 from repocket.connections import configure
 from repocket.server import RedisServer
+from tests.roundtrips import count_round_trips
 
 MODULE = __name__
 HARRY_ID = "970773fa-4de1-11e5-86f4-6c4008a70392"
@@ -795,16 +796,6 @@ def test_order_by_unknown_field_is_rejected(people: list[Person]) -> None:
 # -- ByteStream append ----------------------------------------------------------------------------
 
 
-class CountingRedis(redis_py.Redis):
-    """A client that counts the commands it sends (one per round trip for plain calls)."""
-
-    commands: list[str]
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.commands.append(str(args[0]))
-        return super().execute_command(*args, **options)
-
-
 def test_append_is_a_bound_method() -> None:
     """Every ByteStream ``name`` gives instances a bound method ``append_<name>``."""
     build = Build()
@@ -836,18 +827,14 @@ def test_append_to_empty_stream(repocket_connection: redis_py.Redis, redis: redi
     assert Build.objects.get(id=build.id).stdout == b""
 
 
-def test_append_is_one_call_without_read(repocket_connection: redis_py.Redis, redis: redis_py.Redis, redis_url: str) -> None:
+def test_append_is_one_call_without_read(repocket_connection: redis_py.Redis, redis: redis_py.Redis) -> None:
     """append_<name> is one Redis call and never overwrites what others appended (no read-modify-write)."""
     build = Build.create(project=Project.create(name="p"))
     key = build.append_stdout(b"a")  # first use may load the script
     redis.append(key, b"[other]")
-    counting = CountingRedis.from_url(redis_url)
-    counting.commands = []
-    try:
-        assert build.append_stdout(b"b", connection=counting) == key
-    finally:
-        counting.close()
-    assert len(counting.commands) == 1, counting.commands
+    with count_round_trips() as trips:
+        assert build.append_stdout(b"b") == key
+    assert trips.count == 1, trips.names()
     assert redis.get(key) == b"a[other]b"
     assert build.stdout == b"ab"
     assert Build.objects.get(id=build.id).stdout == b"a[other]b"

@@ -163,6 +163,35 @@ def test_eight_threads_updating_their_own_attribute_all_keep_their_updates(
     assert_clean(Wide)
 
 
+@pytest.mark.slow
+def test_readers_never_see_a_hash_and_bytestream_from_different_saves(
+    conn: redis_py.Redis, redis_url: str
+) -> None:
+    """While one thread saves name and ByteStream together, readers always see a matching pair."""
+    record = Profile.create(name="v0", bio="", age=0, avatar=b"v0")
+    saves = 300
+
+    def work(i: int, client: redis_py.Redis) -> int:
+        if i == 0:
+            for n in range(1, saves + 1):
+                record.name, record.age, record.avatar = f"v{n}", n, f"v{n}".encode()
+                record.save(connection=client)
+            return saves
+        reads = 0
+        while True:
+            seen = Profile.objects.using(client).get(id=record.id)
+            assert seen.avatar == seen.name.encode() and seen.name == f"v{seen.age}", seen
+            reads += 1
+            if seen.age == saves:
+                return reads
+
+    results = run_threads(4, work, redis_url)
+    count_race("snapshot reads, 1 writer + 3 readers")
+    assert all(isinstance(r, int) for r in results), results
+    print(f"[integrity] snapshot reads while saving: {sum(results[1:])}")
+    assert_clean(Profile)
+
+
 # -- unique constraints ----------------------------------------------------------------------
 
 
