@@ -215,7 +215,7 @@ class Attribute(Generic[T]):
         model_name = f"{model.__module__}.{model.__name__}" if model else None
         where = f"{model_name}.{self.name}" if model_name else f"{type(self).__name__} attribute"
         detail = f" ({exc})" if exc is not None and str(exc) else ""
-        shown = _short_repr(value)
+        shown = "'***' (secret)" if self.secret else _short_repr(value)
         return ValidationError(
             f"{where}: cannot use {shown} of type {type(value).__name__}; "
             f"expected {self._expected()}{detail}",

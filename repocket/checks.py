@@ -203,9 +203,11 @@ def check(model: type[ActiveRecord], *, repair: bool = False,
                 kind == "z" and float(actual[entry][1]) != float(score)
             ):
                 report.missing_entries.append(entry)
+        unreadable = {key[len(meta.prefix) + 1:] for key, _ in report.corrupt_records}
         report.stale_entries = sorted(
             entry for entry, (kind, value) in actual.items()
-            if entry not in expected or (kind == "h" and expected[entry][1] != value)
+            if (entry not in expected or (kind == "h" and expected[entry][1] != value))
+            and _owner(entry[1], kind, value) not in unreadable  # a record we could not read keeps its entries
         )
         report.missing_entries.sort()
         if repair and (report.missing_entries or report.stale_entries or report.wrong_type_keys):
@@ -232,6 +234,13 @@ def check(model: type[ActiveRecord], *, repair: bool = False,
 
 
 _BOOKKEEPING_TYPES = {"_ids": "set", "_eq": "set", "_null": "set", "_sort": "zset", "_lex": "zset", "_unique": "hash"}
+
+
+def _owner(member: str, kind: str, value: str) -> str:
+    """The id an index entry belongs to."""
+    if kind == "h":
+        return value
+    return member.rsplit("\x00", 1)[-1]
 
 
 def _read_bookkeeping(conn: redis.Redis, meta: ModelOptions, bookkeeping: list[str],

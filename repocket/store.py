@@ -263,6 +263,9 @@ class WriteJob:
         self.stored = stored
         #: Indexed fields' stored bytes, for removing old index entries.
         self.known_old: dict[str, bytes] | None = stored
+        #: What the instance last read or wrote: its index entries are removed too
+        #: when the stored value turns out unreadable (corrupted behind our back).
+        self.last_seen: dict[str, bytes] = dict(stored or {})
         self.reply: Any = None
 
     def retry_from(self, reply: list[Any]) -> None:
@@ -338,8 +341,9 @@ def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> No
         slot, token, holder = int(reply[1]), reply[2].decode(), reply[3].decode()
         field = plan.keys[slot - 1].rsplit(":", 1)[-1]
         value = plan.unique_values.get(token, token)
+        shown = "'***' (secret)" if meta.fields[field].secret else repr(value)
         raise errors.UniqueConstraintError(
-            f"{meta.label}.{field}: the value {value!r} is already used by {meta.key(holder)}; "
+            f"{meta.label}.{field}: the value {shown} is already used by {meta.key(holder)}; "
             "nothing was written",
             model=meta.label,
             field=field,
@@ -367,6 +371,8 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
     unique_slot = plan.slot(keys.unique_key(meta.prefix, name), "h") if attr.unique else 0
     if old_raw is not None:
         old = _old_value(meta, record, name, old_raw)
+        if old is _UNREADABLE and name in job.last_seen:
+            old = _old_value(meta, record, name, job.last_seen[name])
         if old is not _UNREADABLE:
             plan.remove_entries(meta, name, old, pk)
             if unique_slot and old is not None:

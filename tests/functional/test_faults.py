@@ -508,6 +508,7 @@ def test_wrong_password_fails_without_echoing_it_and_right_one_works(server: Red
         configure_on(server, password=good)
         assert Hits.create(name="y").name == "y"
         assert secret_free(repr(configure.get_connection()), good, bad)
+        assert_clean(Hits)
     finally:
         with redis_py.Redis.from_url(server.url, password=good) as admin:
             admin.config_set("requirepass", "")

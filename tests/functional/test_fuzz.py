@@ -337,7 +337,8 @@ def oracle(attr: attributes.Attribute[Any], raw: bytes, pk: str) -> Any:
     envelope = _json_or_invalid(raw)
     if envelope is INVALID or type(envelope) is not dict:
         return INVALID
-    if envelope.get("type") not in {type(attr).__name__} | set(attr.compatible_tags):
+    tag = envelope.get("type")
+    if not isinstance(tag, str) or tag not in {type(attr).__name__} | set(attr.compatible_tags):
         return INVALID
     if envelope.get("module") != "repocket.attributes" or "value" not in envelope:
         return INVALID
@@ -709,6 +710,13 @@ def _victim(name: str = "alpha", count: int = 1, target: Target | None = None) -
                          when=dt.datetime(2020, 1, 1), uid=uuid.UUID(int=1), stream=b"s")
 
 
+def _remove_and_repair(conn: redis_py.Redis, record: Victim) -> None:
+    """Delete a corrupted record's keys behind repocket's back, repair, and expect check() empty."""
+    conn.delete(record._key(), record._calculate_key_for_field("stream"))
+    Victim.objects.check(repair=True)
+    assert_clean(Victim, Target)
+
+
 @pytest.mark.parametrize("tag", [["Unicode"], {"Unicode": 1}])
 def test_unhashable_type_tag_is_a_corrupt_record(conn: redis_py.Redis, tag: Any) -> None:
     """An envelope whose type tag is a JSON array or object reads as CorruptRecordError."""
@@ -718,6 +726,7 @@ def test_unhashable_type_tag_is_a_corrupt_record(conn: redis_py.Redis, tag: Any)
     with pytest.raises(errors.CorruptRecordError):
         Victim.objects.get(id=a.id)
     assert Victim.objects.check().corrupt_records
+    _remove_and_repair(conn, a)
 
 
 @pytest.mark.parametrize("where", ["ids", "eq", "lex"])
@@ -758,6 +767,8 @@ def test_check_reports_records_of_the_wrong_redis_type(conn: redis_py.Redis, whi
     assert Victim.objects.get(id=b.id) == b
     report = Victim.objects.check()
     assert [k for k, _ in report.corrupt_records] == [a._key()]
+    _remove_and_repair(conn, a)
+    assert Victim.objects.get(id=b.id) == b
 
 
 def test_deleting_a_record_with_a_corrupt_unique_field_frees_its_value(conn: redis_py.Redis) -> None:
@@ -802,6 +813,10 @@ def test_a_corrupt_version_counter_raises_corrupt_record_error(conn: redis_py.Re
     with pytest.raises(errors.CorruptRecordError):
         Versioned.objects.get(id=record.id)
     tried("(b) corruption _version")
+    assert Versioned.objects.check().corrupt_records
+    conn.delete(record._key())
+    Versioned.objects.check(repair=True)
+    assert_clean(Versioned)
 
 
 # -- (c) glob characters and newlines --------------------------------------------------------------

@@ -542,6 +542,7 @@ def test_incr_writes_only_the_counter(conn: redis_py.Redis) -> None:
     copy.incr("views")
     stored = Page.objects.get(id=page.id)
     assert (stored.title, stored.views) == ("before", 2)
+    assert_clean(Page)
 
 
 def test_incr_past_two_to_the_53_is_exact(conn: redis_py.Redis) -> None:
@@ -568,6 +569,7 @@ def test_incr_on_a_non_number_raises_validation_error(conn: redis_py.Redis) -> N
     with pytest.raises(errors.UnknownFieldError):
         page.incr("nope")
     assert conn.hgetall(page._key()) == before
+    assert_clean(Page)
 
 
 def test_incr_on_null_raises_validation_error(conn: redis_py.Redis) -> None:
@@ -576,6 +578,7 @@ def test_incr_on_null_raises_validation_error(conn: redis_py.Redis) -> None:
     with pytest.raises(errors.ValidationError):
         page.incr("maybe")
     assert Page.objects.get(id=page.id).maybe is None
+    assert_clean(Page)
 
 
 @pytest.mark.parametrize("name", ["views", "plain", "rating", "total"])
@@ -632,4 +635,5 @@ def test_secret_attributes_are_masked_in_repr_and_simple_dict(conn: redis_py.Red
         revealed = record.to_dict(simple=True, reveal=True)
         assert revealed["token"] == "tok-9f8e7d" and revealed["pin"] == 4321
         assert record.token == "tok-9f8e7d"
+    assert_clean(Vault)
 
