@@ -3,8 +3,8 @@
 Reads fetch every requested record in one pipeline (hash and ByteStreams in one
 MULTI, so they are one snapshot), then resolve Pointers one level per round
 trip, each target fetched once (no N+1). Writes go through the ``write`` Lua
-script: one atomic call per record, pipelined for many records, re-planned when
-the record changed under it.
+script: one atomic call for a record or a whole batch of them (all of it or
+nothing), re-planned when a record changed under it.
 """
 
 from __future__ import annotations
