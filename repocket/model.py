@@ -49,7 +49,9 @@ class ModelOptions:
         self.versioned: bool = bool(options.get("versioned", False))
         self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
         self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
-        self.hash_field_names = {name.encode(): (name, attr) for name, attr in self.hash_fields}
+        #: Every attribute in declaration order with its hash field name (None: a ByteStream).
+        self.layout = [(name.encode() if attr.stored_in_hash else None, name, attr)
+                       for name, attr in fields.items()]
         self.streams = [name for name, attr in fields.items() if not attr.stored_in_hash]
         self.pointers = [name for name, attr in fields.items() if isinstance(attr, Pointer)]
         self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]

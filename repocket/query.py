@@ -73,6 +73,17 @@ def _is_nan(value: Any) -> bool:
     return False
 
 
+def _arrange(ranked: list[str], nulls: set[str], universe: set[str], descending: bool) -> list[str]:
+    """Candidates in order: None first (by id), index order, then unscored ones (NaN) last."""
+    ranked = [pk for pk in ranked if pk in universe]
+    placed = set(ranked) | nulls
+    rest = sorted(pk for pk in universe if pk not in placed)
+    null_ids = sorted(pk for pk in nulls if pk in universe)
+    if descending:
+        return rest + ranked[::-1] + null_ids
+    return null_ids + ranked + rest
+
+
 def sort_records(records: list[Any], fields: Sequence[str]) -> list[Any]:
     """Records sorted by ``fields`` (``-`` descending), stably; None first when ascending."""
     out = list(records)
@@ -476,63 +487,126 @@ class QuerySet(Generic[M]):
         except RedisError as exc:
             raise store.wrap_redis_error(exc, self.model._meta, self.model._meta.ids_key) from exc
 
-    def _ordered_ids(self, ids: list[str] | None) -> list[str] | None:
-        """Ids in order from an index (only for one indexed order key), else None."""
+    def _order_attr(self) -> attributes.Attribute[Any] | None:
+        """The attribute of a single-key order that an index can serve exactly, else None."""
         if len(self._order) != 1:
             return None
+        attr = self.model._meta.fields.get(self._order[0].lstrip("-"))
+        if attr is None or not attr.index or isinstance(attr, attributes.Decimal):
+            return None  # (distinct Decimals can share a score: they are ordered in Python)
+        return attr if indexes.is_ordered(attr) or indexes.is_lex(attr) else None
+
+    def _ordered_ids(self, ids: list[str] | None, attr: attributes.Attribute[Any]) -> tuple[list[str], bool] | None:
+        """Ids in this query's order, read from the order attribute's index.
+
+        Returns ``(ids, windowed)``: when ``windowed``, the ids are exactly this
+        query's slice; otherwise every candidate in order. None when the index
+        cannot give the true order (scores past 2**53, Unicode values with NUL).
+        """
         meta = self.model._meta
-        field = self._order[0].lstrip("-")
-        attr = meta.fields.get(field)
-        if attr is None or not attr.index or not (indexes.is_ordered(attr) or indexes.is_lex(attr)):
-            return None
-        if isinstance(attr, attributes.Decimal):
-            return None  # distinct Decimals can share a score: order them in Python
-        conn = self._conn
-        pipe = conn.pipeline(transaction=False)
+        descending = self._order[0].startswith("-")
         lex = indexes.is_lex(attr)
-        read = [keys.lex_index_key(meta.prefix, field) if lex else keys.sorted_index_key(meta.prefix, field),
-                keys.null_index_key(meta.prefix, field)]
-        pipe.zrange(read[0], 0, -1, withscores=not lex)
-        pipe.smembers(read[1])
+        index_key = (keys.lex_index_key if lex else keys.sorted_index_key)(meta.prefix, attr.name)
+        null_key = keys.null_index_key(meta.prefix, attr.name)
+        limit = _EXACT_SCORE_LIMITS.get(type(attr), math.inf)
+        sliced = bool(self._low) or self._high is not None
+        if not lex and sliced and ids is not None:
+            return self._order_candidates(ids, index_key, null_key, limit, descending)
+        if not lex and sliced:
+            window = self._order_window(index_key, null_key, limit, descending)
+            if window is not None:
+                return window
+        pipe = self._conn.pipeline(transaction=False)
+        read_keys = [index_key, null_key]
+        pipe.zrange(index_key, 0, -1, withscores=not lex)
+        pipe.smembers(null_key)
         if ids is None:
-            read.append(meta.ids_key)
+            read_keys.append(meta.ids_key)
             pipe.smembers(meta.ids_key)
-        replies = store.execute(pipe, meta, read)
+        replies = store.execute(pipe, meta, read_keys)
         if lex:
             if any(member.count(b"\x00") > 1 for member in replies[0]):
                 return None  # a value holding NUL sorts ambiguously against the separator
             ranked = [m.rsplit(b"\x00", 1)[-1].decode("utf-8", "replace") for m in replies[0]]
         else:
-            limit = _EXACT_SCORE_LIMITS.get(type(attr), math.inf)
             if replies[0] and max(abs(replies[0][0][1]), abs(replies[0][-1][1])) >= limit:
                 return None  # scores past 2**53 (or far-future times) can tie distinct values
             ranked = [m.decode("utf-8", "replace") for m, _ in replies[0]]
-        nulls = sorted(_members(replies[1]))
         universe = set(ids) if ids is not None else _members(replies[2])
-        ranked = [pk for pk in ranked if pk in universe]
-        placed = set(ranked) | set(nulls)
-        rest = sorted(pk for pk in universe if pk not in placed)  # NaN: no score, sorts last
-        nulls = [pk for pk in nulls if pk in universe]
-        if self._order[0].startswith("-"):
-            return rest + list(reversed(ranked)) + nulls
-        return nulls + ranked + rest
+        return _arrange(ranked, _members(replies[1]), universe, descending), False
+
+    def _order_candidates(self, ids: list[str], index_key: str, null_key: str, limit: float,
+                          descending: bool) -> tuple[list[str], bool] | None:
+        """A known candidate set in order, from its scores alone: O(candidates), not O(model)."""
+        pipe = self._conn.pipeline(transaction=False)
+        pipe.zmscore(index_key, ids)
+        pipe.smismember(null_key, ids)
+        scores, is_null = store.execute(pipe, self.model._meta, [index_key, null_key])
+        if any(score is not None and abs(score) >= limit for score in scores):
+            return None
+        ranked = [pk for _, pk in sorted((score, pk) for pk, score in zip(ids, scores) if score is not None)]
+        nulls = {pk for pk, flag in zip(ids, is_null) if flag}
+        return _arrange(ranked, nulls, set(ids), descending), False
+
+    def _order_window(self, index_key: str, null_key: str, limit: float,
+                      descending: bool) -> tuple[list[str], bool] | None:
+        """The slice of every record in order, reading only that part of the index.
+
+        Possible when every record is either scored or None (no NaN): then the
+        order is the None ids (by id) and the sorted set, or the reverse.
+        """
+        meta = self.model._meta
+        pipe = self._conn.pipeline(transaction=False)
+        pipe.scard(meta.ids_key)
+        pipe.zcard(index_key)
+        pipe.smembers(null_key)
+        pipe.zrange(index_key, 0, 0, withscores=True)
+        pipe.zrange(index_key, -1, -1, withscores=True)
+        total, scored, null_reply, lowest, highest = store.execute(
+            pipe, meta, [meta.ids_key, index_key, null_key, index_key, index_key])
+        nulls = sorted(_members(null_reply))
+        if any(abs(score) >= limit for _, score in lowest + highest) or total != scored + len(nulls):
+            return None
+        high = total if self._high is None else min(self._high, total)
+        if self._low >= high:
+            return [], True
+        # Positions of the scored part and of the None part in the whole order.
+        scored_at, nulls_at = (0, scored) if descending else (len(nulls), 0)
+        start, stop = max(self._low - scored_at, 0), max(min(high - scored_at, scored), 0)
+        window: list[str] = []
+        if start < stop:
+            read = self._conn.zrevrange if descending else self._conn.zrange
+            try:
+                members: list[bytes] = read(index_key, start, stop - 1)  # type: ignore[assignment]
+                window = [m.decode() for m in members]
+            except RedisError as exc:
+                raise store.wrap_redis_error(exc, meta, index_key) from exc
+        null_part = nulls[max(self._low - nulls_at, 0):max(high - nulls_at, 0)]
+        return (window + null_part if descending else null_part + window), True
 
     def _load(self, ids: Sequence[str]) -> list[Any]:
         meta = self.model._meta
         records = store.load(self._conn, meta, [meta.key(pk) for pk in ids])
         return [r for r in records if r is not None]
 
-    def _stream(self, chunk_size: int) -> tuple[Iterator[Any], bool]:
+    def _stream(self, chunk_size: int, materialize: bool = False) -> tuple[Iterator[Any], bool]:
         """Matching records, and whether they come in this query's order (from an index).
 
         With an indexed order, only the ids of the slice are fetched when every
         filter's index read is exact; otherwise records are fetched in chunks
-        from the start until the slice is full, and checked in Python.
+        from the start until the slice is full, and checked in Python. A query
+        ``materialize``-d whole, with nothing sliced, is sorted in Python:
+        cheaper than reading the index.
         """
         ids, indexed = self._candidates()
-        ordered = self._ordered_ids(ids) if indexed else None
-        if ordered is not None:
-            if all(lookup.op in _EXACT_OPS for lookup in self._filters):
+        attr = self._order_attr() if indexed else None
+        unsliced = not self._low and self._high is None
+        plan = None if attr is None or (materialize and unsliced) else self._ordered_ids(ids, attr)
+        if plan is not None:
+            ordered, windowed = plan
+            if windowed:
+                window, skip, limit = ordered, 0, None
+            elif all(lookup.op in _EXACT_OPS for lookup in self._filters):
                 window, skip, limit = ordered[self._low:self._high], 0, None
             else:
                 window, skip = ordered, self._low
@@ -543,9 +617,10 @@ class QuerySet(Generic[M]):
     def _fetch_matching(self, ids: list[str], chunk_size: int, skip: int, limit: int | None) -> Iterator[Any]:
         if limit is not None:
             chunk_size = max(1, min(chunk_size, skip + limit))
+        check = self._filters or self._excludes
         for start in range(0, len(ids), chunk_size):
             for record in self._load(ids[start:start + chunk_size]):
-                if not self._matches(record):
+                if check and not self._matches(record):
                     continue
                 if skip:
                     skip -= 1
@@ -559,7 +634,7 @@ class QuerySet(Generic[M]):
                 return
 
     def _run(self) -> list[Any]:
-        stream, in_order = self._stream(chunk_size=10**9)
+        stream, in_order = self._stream(chunk_size=10**9, materialize=True)
         records = list(stream)
         if in_order:
             return sort_records(records, self._order)  # also orders ties the scores could not

@@ -33,6 +33,7 @@ MAX_WRITE_ATTEMPTS = 16
 INCREMENT_ATTEMPTS = 200
 
 _ENVELOPE = frozenset({"type", "value", "module"})
+_NO_MEMBERS: dict[str, Any] = {}
 
 
 # -- errors ---------------------------------------------------------------------
@@ -77,6 +78,17 @@ def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, 
     Type tags resolve through the closed table of attribute types; the
     ``module`` member must be the declared attribute's module. Nothing is imported.
     """
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    prefix, suffix = attr._prefix, attr._suffix
+    if raw.startswith(prefix) and raw.endswith(suffix) and len(raw) > len(prefix) + len(suffix):
+        # Exactly what repocket writes around a value: parse only the value. Anything
+        # else, or a value that does not parse, takes the full path below, which
+        # says precisely what is wrong.
+        try:
+            return attr.decode(serialization.loads_value(raw[len(prefix):-len(suffix)]), _NO_MEMBERS)
+        except (TypeError, ValueError, ArithmeticError):
+            pass
     try:
         envelope = serialization.loads(raw)
     except ValueError as exc:
@@ -164,36 +176,37 @@ def _read_version(key: str, raw_hash: dict[bytes, bytes]) -> int:
 def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending) -> ActiveRecord:
     """An instance from its raw hash and strings; its Pointers go into ``pending``."""
     raw_hash, raw_streams = fetched
+    if raw_hash and not isinstance(next(iter(raw_hash)), bytes):  # a client that decodes responses
+        raw_hash = {field.encode(): value for field, value in raw_hash.items()}
     model = meta.model
     instance = model.__new__(model)
     data: dict[str, Any] = {}
     stored: dict[str, bytes] = {}
-    lookup = meta.hash_field_names
-    for field, raw in raw_hash.items():
-        entry = lookup.get(field if isinstance(field, bytes) else field.encode())
-        if entry is None:
-            continue  # not declared (any more): left alone, never written over
-        name, attr = entry
-        data[name] = decode_field(meta, attr, key, name, raw)
-        stored[name] = raw
-    for name, attr in meta.fields.items():
-        if name not in data:
-            data[name] = raw_streams.get(name, b"") if not attr.stored_in_hash else attr.get_default()
-    try:
-        pk = meta.parse_key(key)
-    except ValueError as exc:
-        raise _corrupt(key, None, str(exc)) from None
-    if data[meta.pk] != pk:
+    for field, name, attr in meta.layout:
+        if field is None:
+            data[name] = raw_streams.get(name, b"")
+            continue
+        raw = raw_hash.get(field)
+        if raw is None:  # an attribute added after the record was written
+            data[name] = attr.get_default()
+        else:
+            data[name] = decode_field(meta, attr, key, name, raw)
+            stored[name] = raw
+    if str(data[meta.pk]) != key[len(meta.prefix) + 1:]:
+        try:
+            meta.parse_key(key)
+        except ValueError as exc:
+            raise _corrupt(key, None, str(exc)) from None
         raise _corrupt(key, meta.pk, f"holds id {data[meta.pk]!s}, which is not the id in its key")
     for name in meta.pointers:
         target = data[name]
         if target is not None:
             pending.append((instance, name, target))
             data[name] = None
-    instance._data = {name: data[name] for name in meta.fields}
+    instance._data = data
     instance._version = _read_version(key, raw_hash) if meta.versioned else None
     instance._stored = stored
-    instance._stored_streams = dict(raw_streams)
+    instance._stored_streams = dict(raw_streams) if raw_streams else {}
     return instance
 
 
