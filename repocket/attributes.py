@@ -253,6 +253,28 @@ class Attribute(Generic[T]):
     #: Envelope members allowed besides type/value/module.
     extra_members: ClassVar[frozenset[str]] = frozenset()
 
+    def reader(self) -> Callable[[bytes], Any]:
+        """A function reading a stored field that is exactly what :meth:`encode` writes.
+
+        It parses only the value between the envelope's fixed prefix and suffix
+        (the hot path of every read). Anything else raises, and the caller
+        takes the full, checking path instead.
+        """
+        prefix, suffix = self._prefix, self._suffix
+        start, stop = len(prefix), -len(suffix)
+        shortest = len(prefix) + len(suffix)
+        decode, loads, exact_loads = self.decode, orjson.loads, serialization.loads
+        no_members: dict[str, Any] = {}
+
+        def read(raw: bytes) -> Any:
+            if len(raw) <= shortest or not raw.startswith(prefix) or not raw.endswith(suffix):
+                raise ValueError("not a plain envelope")
+            text = raw[start:stop]
+            value = loads(text) if text[:1] == b'"' or len(text) < 19 else exact_loads(text)
+            return decode(value, no_members)
+
+        return read
+
     def to_string(self, value: Any) -> str:
         """Utility method that knows how to safely convert the value into a string."""
         value = self.cast(value)

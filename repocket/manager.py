@@ -66,6 +66,12 @@ class Manager(Generic[M]):
             Model.DoesNotExist: nothing matched.
             Model.MultipleObjectsReturned: more than one record matched.
         """
+        if not args and len(lookups) == 1:
+            name, value = next(iter(lookups.items()))
+            if name in (self.model._meta.pk, "pk"):
+                from repocket.query import get_by_pk
+
+                return get_by_pk(self.model, value, self._connection)
         return self.get_queryset().get(*args, **lookups)
 
     def count(self) -> int:
@@ -146,6 +152,10 @@ class ManagerDescriptor:
             raise AttributeError(
                 f"Manager isn't accessible via {owner.__name__} instances; use {owner.__name__}.objects"
             )
-        if not hasattr(owner, "_meta"):
-            raise AttributeError("ActiveRecord itself has no manager; use it through a model")
-        return Manager(owner)
+        manager = owner.__dict__.get("_manager")
+        if manager is None:
+            if not hasattr(owner, "_meta"):
+                raise AttributeError("ActiveRecord itself has no manager; use it through a model")
+            manager = Manager(owner)
+            owner._manager = manager  # one per model class, never inherited
+        return manager  # type: ignore[no-any-return]

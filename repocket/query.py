@@ -693,12 +693,7 @@ class QuerySet(Generic[M]):
         pk_names = {meta.pk, "pk", f"{meta.pk}__exact"}
         direct = [name for name in lookups if name in pk_names]
         if direct and len(lookups) == 1 and not self._filters and not self._excludes:
-            pk = meta.fields[meta.pk].cast(lookups[direct[0]])
-            key = meta.key(pk)
-            record = store.load(self._conn, meta, [key])[0]
-            if record is None:
-                raise self.model.DoesNotExist(f"{meta.label} matching {meta.pk}={str(pk)!r} does not exist (no key {key})")
-            return record  # type: ignore[return-value]
+            return get_by_pk(self.model, lookups[direct[0]], self._connection)
         if "pk" in lookups:
             lookups[meta.pk] = lookups.pop("pk")
         found = list(self.filter(**lookups)[:2]) if lookups else list(self[:2])
@@ -823,6 +818,17 @@ def _plain(record: Any, name: str) -> Any:
     if isinstance(record._meta.fields[name], attributes.Pointer):
         return None if value is None else value.pk
     return value
+
+
+def get_by_pk(model: type[M], value: Any, connection: redis.Redis | None) -> M:
+    """The record with primary key ``value``, read by key in one round trip."""
+    meta = model._meta
+    pk = meta.fields[meta.pk].cast(value)
+    key = meta.key(pk)
+    record = store.load(connection or configure.get_connection(), meta, [key])[0]
+    if record is None:
+        raise model.DoesNotExist(f"{meta.label} matching {meta.pk}={str(pk)!r} does not exist (no key {key})")
+    return record  # type: ignore[return-value]
 
 
 def bulk_save(

@@ -31,14 +31,6 @@ def loads(raw: bytes | str) -> Any:
     return orjson.loads(raw)
 
 
-def loads_value(raw: bytes) -> Any:
-    """Parse the JSON text of one envelope's value: :func:`loads`, skipping the digit scan
-    where it cannot matter (a JSON string, or text too short to hold 19 digits)."""
-    if raw[:1] == b'"' or len(raw) < 19:
-        return orjson.loads(raw)
-    return loads(raw)
-
-
 def dumps(value: Any) -> bytes:
     """Serialize a JSON-compatible value compactly, integers of any size included."""
     try:

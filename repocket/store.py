@@ -33,7 +33,6 @@ MAX_WRITE_ATTEMPTS = 16
 INCREMENT_ATTEMPTS = 200
 
 _ENVELOPE = frozenset({"type", "value", "module"})
-_NO_MEMBERS: dict[str, Any] = {}
 
 
 # -- errors ---------------------------------------------------------------------
@@ -80,15 +79,6 @@ def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, 
     """
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
-    prefix, suffix = attr._prefix, attr._suffix
-    if raw.startswith(prefix) and raw.endswith(suffix) and len(raw) > len(prefix) + len(suffix):
-        # Exactly what repocket writes around a value: parse only the value. Anything
-        # else, or a value that does not parse, takes the full path below, which
-        # says precisely what is wrong.
-        try:
-            return attr.decode(serialization.loads_value(raw[len(prefix):-len(suffix)]), _NO_MEMBERS)
-        except (TypeError, ValueError, ArithmeticError):
-            pass
     try:
         envelope = serialization.loads(raw)
     except ValueError as exc:
@@ -182,16 +172,19 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending) -> A
     instance = model.__new__(model)
     data: dict[str, Any] = {}
     stored: dict[str, bytes] = {}
-    for field, name, attr in meta.layout:
+    for field, name, attr, read in meta.layout:
         if field is None:
             data[name] = raw_streams.get(name, b"")
             continue
         raw = raw_hash.get(field)
         if raw is None:  # an attribute added after the record was written
             data[name] = attr.get_default()
-        else:
-            data[name] = decode_field(meta, attr, key, name, raw)
-            stored[name] = raw
+            continue
+        try:
+            data[name] = read(raw)  # what repocket writes: parse the value only
+        except (TypeError, ValueError, ArithmeticError):
+            data[name] = decode_field(meta, attr, key, name, raw)  # checks, and says what is wrong
+        stored[name] = raw
     if str(data[meta.pk]) != key[len(meta.prefix) + 1:]:
         try:
             meta.parse_key(key)
