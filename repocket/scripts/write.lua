@@ -41,23 +41,28 @@ for r = 1, tonumber(ARGV[1]) do
   i = first + nchecks + nwrites
 end
 
+local typed = {}  -- keys whose type this call has checked already
 local function check(rec)
   local hash = KEYS[rec.base + 1]
   for k = 1, rec.nkeys do
     local key = KEYS[rec.base + k]
-    local have = redis.call("TYPE", key)["ok"]
     local want = letters[string.sub(rec.types, k, k)]
-    if have ~= "none" and have ~= want then return {"wrongtype", key, have} end
+    if typed[key] ~= want then
+      local have = redis.call("TYPE", key)["ok"]
+      if have ~= "none" and have ~= want then return {"wrongtype", key, have} end
+      typed[key] = want
+    end
   end
+  local present = redis.call("EXISTS", hash) == 1
   local conflicts = {}
   local j = rec.checks
   while j < rec.writes do
     local op = ARGV[j]
     if op == "exists" then
-      if redis.call("EXISTS", hash) == 0 then return {"missing"} end
+      if not present then return {"missing"} end
       j = j + 1
     elseif op == "guard" then
-      local current = redis.call("HGET", hash, ARGV[j + 1]) or ""
+      local current = present and redis.call("HGET", hash, ARGV[j + 1]) or ""
       if current ~= ARGV[j + 2] then
         conflicts[#conflicts + 1] = ARGV[j + 1]
         conflicts[#conflicts + 1] = current
