@@ -263,14 +263,19 @@ class Attribute(Generic[T]):
         prefix, suffix = self._prefix, self._suffix
         start, stop = len(prefix), -len(suffix)
         shortest = len(prefix) + len(suffix)
-        decode, loads, exact_loads = self.decode, orjson.loads, serialization.loads
+        loads, exact_loads = orjson.loads, serialization.loads
         no_members: dict[str, Any] = {}
+        # Most types map null to None themselves; JSON (which overrides decode) keeps it.
+        plain = type(self).decode is Attribute.decode
+        decode = self._decode if plain else self.decode
 
         def read(raw: bytes) -> Any:
             if len(raw) <= shortest or not raw.startswith(prefix) or not raw.endswith(suffix):
                 raise ValueError("not a plain envelope")
             text = raw[start:stop]
             value = loads(text) if text[:1] == b'"' or len(text) < 19 else exact_loads(text)
+            if value is None and plain:
+                return None
             return decode(value, no_members)
 
         return read
