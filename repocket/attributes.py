@@ -268,12 +268,17 @@ class Attribute(Generic[T]):
         # Most types map null to None themselves; JSON (which overrides decode) keeps it.
         plain = type(self).decode is Attribute.decode
         decode = self._decode if plain else self.decode
+        # Unicode and JSON values that are JSON strings need no further decoding.
+        text_is_value = type(self) in (Unicode, JSON)
 
         def read(raw: bytes) -> Any:
             if len(raw) <= shortest or not raw.startswith(prefix) or not raw.endswith(suffix):
                 raise ValueError("not a plain envelope")
             text = raw[start:stop]
-            value = loads(text) if text[:1] == b'"' or len(text) < 19 else exact_loads(text)
+            if text[:1] == b'"':
+                value = loads(text)
+                return value if text_is_value else decode(value, no_members)
+            value = loads(text) if len(text) < 19 else exact_loads(text)
             if value is None and plain:
                 return None
             return decode(value, no_members)

@@ -53,7 +53,7 @@ def _sort_key(field: str) -> Callable[[Any], Any]:
         for part in path:
             if value is None:
                 break
-            value = value[part]
+            value = value._data[part]
         if value is None:
             return (0, 0)
         if isinstance(value, ActiveRecord):
@@ -180,6 +180,7 @@ class Lookup:
             raise meta.unknown_field(path[0])
         self.field = path[0]
         self.attr = attr
+        self._pointer = isinstance(attr, attributes.Pointer)
         self.sub: Lookup | None = None
         self.op = op
         self.value: Any
@@ -228,6 +229,8 @@ class Lookup:
         if self.sub is not None:
             target = record._data[self.field]
             return target is not None and self.sub.matches(target)
+        if self.op == "exact" and not self._pointer:
+            return bool(record._data[self.field] == self.value)  # the common case, inlined
         return LOOKUPS[self.op](self.value_of(record), self.value)
 
 
