@@ -89,8 +89,25 @@ def sort_records(records: list[Any], fields: Sequence[str]) -> list[Any]:
     out = list(records)
     for field in reversed(fields):
         descending = field.startswith("-")
-        out.sort(key=_sort_key(field.lstrip("-")), reverse=descending)
+        name = field.lstrip("-")
+        attr = out[0]._meta.fields.get(name) if out else None
+        if attr is not None and not isinstance(attr, attributes.Pointer):
+            out.sort(key=_plain_sort_key(name), reverse=descending)
+        else:
+            out.sort(key=_sort_key(name), reverse=descending)
     return out
+
+
+def _plain_sort_key(name: str) -> Callable[[Any], Any]:
+    """The sort key of one non-Pointer attribute: None first, NaN (never equal to itself) last."""
+
+    def key(record: Any) -> Any:
+        value = record._data[name]
+        if value is None:
+            return (0, 0)
+        return (2, 0) if value != value else (1, value)
+
+    return key
 
 
 class ResultSet(list):  # type: ignore[type-arg]
