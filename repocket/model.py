@@ -243,8 +243,9 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     MultipleObjectsReturned: ClassVar[type[errors.MultipleObjectsReturned]]
 
     _data: dict[str, Any]
-    #: Hash field bytes as last read from or written to Redis; None: never saved or loaded.
-    _stored: dict[str, bytes] | None
+    #: The hash as last read from or written to Redis (field name bytes -> value
+    #: bytes), for writing only what changed; None: never saved or loaded.
+    _stored: dict[bytes, bytes] | None
     #: ByteStream values as last read from or written to Redis.
     _stored_streams: dict[str, bytes]
     #: For ``Meta.versioned`` models: the version counter as loaded (None: never saved).

@@ -171,7 +171,6 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending) -> A
     model = meta.model
     instance = model.__new__(model)
     data: dict[str, Any] = {}
-    stored: dict[str, bytes] = {}
     for field, name, attr, read in meta.layout:
         if field is None:
             data[name] = raw_streams.get(name, b"")
@@ -184,7 +183,6 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending) -> A
             data[name] = read(raw)  # what repocket writes: parse the value only
         except (TypeError, ValueError, ArithmeticError):
             data[name] = decode_field(meta, attr, key, name, raw)  # checks, and says what is wrong
-        stored[name] = raw
     if str(data[meta.pk]) != key[len(meta.prefix) + 1:]:
         try:
             meta.parse_key(key)
@@ -198,7 +196,7 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending) -> A
             data[name] = None
     instance._data = data
     instance._version = _read_version(key, raw_hash) if meta.versioned else None
-    instance._stored = stored
+    instance._stored = raw_hash  # what save() compares with to write only changes
     instance._stored_streams = dict(raw_streams) if raw_streams else {}
     return instance
 
@@ -260,7 +258,7 @@ def resolve_pointers(conn: redis.Redis, pending: Pending, identity: dict[str, Ac
 class WriteJob:
     """One record's write: re-planned from what Redis holds when it changed under us."""
 
-    def __init__(self, make_plan: Callable[[WriteJob], WritePlan], stored: dict[str, bytes] | None,
+    def __init__(self, make_plan: Callable[[WriteJob], WritePlan], stored: dict[bytes, bytes] | None,
                  must_exist: bool = False) -> None:
         self.make_plan = make_plan
         #: A vanished record is an error (DoesNotExist), not something to write anew.
@@ -268,10 +266,10 @@ class WriteJob:
         #: The hash fields as we believe Redis holds them (None: we assume nothing is stored).
         self.stored = stored
         #: Indexed fields' stored bytes, for removing old index entries.
-        self.known_old: dict[str, bytes] | None = stored
+        self.known_old: dict[bytes, bytes] | None = stored
         #: What the instance last read or wrote: its index entries are removed too
         #: when the stored value turns out unreadable (corrupted behind our back).
-        self.last_seen: dict[str, bytes] = dict(stored or {})
+        self.last_seen: dict[bytes, bytes] = dict(stored or {})
         self.reply: Any = None
 
     def retry_from(self, reply: list[Any]) -> None:
@@ -281,11 +279,10 @@ class WriteJob:
             return
         known = dict(self.known_old or {})
         for field, current in zip(reply[1::2], reply[2::2]):
-            name = field.decode()
             if current:
-                known[name] = current
+                known[field] = current
             else:
-                known.pop(name, None)
+                known.pop(field, None)
         self.known_old = known
 
 
@@ -372,13 +369,14 @@ _UNREADABLE: Any = object()
 def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, record: str, pk: str, name: str, new: Any) -> None:
     """Guard an indexed field, drop its old entries and add the new ones (``new`` may be _UNREADABLE: remove only)."""
     attr = meta.fields[name]
-    old_raw = (job.known_old or {}).get(name)
+    field = name.encode()
+    old_raw = (job.known_old or {}).get(field)
     plan.check("guard", name, old_raw or b"")
     unique_slot = plan.slot(keys.unique_key(meta.prefix, name), "h") if attr.unique else 0
     if old_raw is not None:
         old = _old_value(meta, record, name, old_raw)
-        if old is _UNREADABLE and name in job.last_seen:
-            old = _old_value(meta, record, name, job.last_seen[name])
+        if old is _UNREADABLE and field in job.last_seen:
+            old = _old_value(meta, record, name, job.last_seen[field])
         if old is not _UNREADABLE:
             plan.remove_entries(meta, name, old, pk)
             if unique_slot and old is not None:
@@ -400,12 +398,13 @@ def save_instances(conn: redis.Redis, meta: ModelOptions, instances: Sequence[Ac
     for instance in instances:
         pk = str(instance._data[meta.pk])
         record = meta.key(pk)
-        encoded = {name: attr.encode(instance._data[name]) for name, attr in meta.hash_fields}
+        encoded = {field: attr.encode(instance._data[name])
+                   for field, name, attr, _ in meta.layout if field is not None}
         streams = {name: instance._data[name] or b"" for name in meta.streams}
         prepared.append((instance, encoded, streams))
 
         def make_plan(job: WriteJob, instance: ActiveRecord = instance, pk: str = pk, record: str = record,
-                      encoded: dict[str, bytes] = encoded, streams: dict[str, bytes] = streams) -> WritePlan:
+                      encoded: dict[bytes, bytes] = encoded, streams: dict[str, bytes] = streams) -> WritePlan:
             plan = WritePlan(record)
             stored = job.stored
             if meta.versioned:
@@ -415,12 +414,12 @@ def save_instances(conn: redis.Redis, meta: ModelOptions, instances: Sequence[Ac
                 changed = encoded
             else:
                 plan.check("exists")
-                changed = {name: raw for name, raw in encoded.items() if stored.get(name) != raw}
+                changed = {field: raw for field, raw in encoded.items() if stored.get(field) != raw}
             for name in meta.indexed:
-                if name in changed:
+                if name.encode() in changed:
                     _plan_index_change(plan, meta, job, record, pk, name, instance._data[name])
-            for name, raw in changed.items():
-                plan.write("hset", name, raw)
+            for field, raw in changed.items():
+                plan.write("hset", field, raw)
             old_streams = instance._stored_streams if stored is not None else None
             for name, value in streams.items():
                 if old_streams is None or old_streams.get(name, b"") != value:
@@ -520,7 +519,7 @@ def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any)
         plan.check("exists")
         if state["check_version"]:
             plan.check("version", str(instance._version or ""))
-        current_raw = (job.known_old or {}).get(name)
+        current_raw = (job.known_old or {}).get(name.encode())
         plan.check("guard", name, current_raw or b"")
         current = None if current_raw is None else decode_field(meta, attr, record, name, current_raw)
         if current is None:
@@ -556,5 +555,5 @@ def _settle_increment(instance: ActiveRecord, name: str, value: Any) -> Any:
     attr = instance._meta.fields[name]
     instance._data[name] = value
     if instance._stored is not None:
-        instance._stored[name] = attr.encode(value)
+        instance._stored[name.encode()] = attr.encode(value)
     return value
