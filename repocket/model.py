@@ -49,8 +49,8 @@ class ModelOptions:
         self.versioned: bool = bool(options.get("versioned", False))
         self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
         self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
-        #: Every attribute in declaration order: its hash field name (None for a
-        #: ByteStream), name, attribute and fast reader.
+        #: For every attribute in declaration order, the tuple (hash field name
+        #: as bytes or None for a ByteStream, name, attribute, fast reader).
         self.layout = [(name.encode() if attr.stored_in_hash else None, name, attr, attr.reader())
                        for name, attr in fields.items()]
         self.streams = [name for name, attr in fields.items() if not attr.stored_in_hash]
