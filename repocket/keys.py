@@ -57,11 +57,6 @@ def null_index_key(prefix: str, field: str) -> str:
     return f"{prefix}:_null:{field}"
 
 
-def eq_index_pattern(prefix: str, field: str) -> str:
-    """A SCAN pattern matching every equality set of ``field``, glob characters escaped."""
-    return escape_glob(f"{prefix}:_eq:{field}:") + "*"
-
-
 def sorted_index_key(prefix: str, field: str) -> str:
     """The sorted set scoring ids by an ordered field (Integer, Float, Decimal, DateTime)."""
     return f"{prefix}:_sort:{field}"

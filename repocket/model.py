@@ -48,7 +48,6 @@ class ModelOptions:
         self.fields = fields
         self.versioned: bool = bool(options.get("versioned", False))
         self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
-        self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
         #: For every attribute in declaration order, the tuple (hash field name
         #: as bytes or None for a ByteStream, name, attribute, fast reader).
         self.layout = [(name.encode() if attr.stored_in_hash else None, name, attr, attr.reader())
