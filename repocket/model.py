@@ -52,6 +52,8 @@ class ModelOptions:
         #: as bytes or None for a ByteStream, name, attribute, fast reader).
         self.layout = [(name.encode() if attr.stored_in_hash else None, name, attr, attr.reader())
                        for name, attr in fields.items()]
+        #: The attributes kept in the record hash, as ``(name, attribute)``, in order.
+        self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
         self.streams = [name for name, attr in fields.items() if not attr.stored_in_hash]
         self.pointers = [name for name, attr in fields.items() if isinstance(attr, Pointer)]
         self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]
