@@ -479,8 +479,13 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
 
     def decr(self, name: str, amount: Any = 1, *, connection: redis.Redis | None = None) -> Any:
         """Subtract ``amount`` from a number attribute inside Redis; see :meth:`incr`."""
-        return self.incr(name, -self._meta.fields[name].cast(amount) if name in self._meta.fields else amount,
-                         connection=connection)
+        attr = self._meta.fields.get(name)
+        if attr is None:
+            raise self._meta.unknown_field(name)
+        step = attr.cast(amount)
+        if step is None:
+            raise attr._invalid(amount)
+        return self.incr(name, -step, connection=connection)
 
     def _append(self, field: str, data: bytes | str, connection: redis.Redis | None) -> str:
         attr = self._meta.fields[field]

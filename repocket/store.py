@@ -270,7 +270,8 @@ class WriteJob:
         #: What the instance last read or wrote: its index entries are removed too
         #: when the stored value turns out unreadable (corrupted behind our back).
         self.last_seen: dict[bytes, bytes] = dict(stored or {})
-        self.reply: Any = None
+        #: After the write: how many keys its ``del`` ops deleted.
+        self.deleted = 0
 
     def retry_from(self, reply: list[Any]) -> None:
         status = reply[0]
@@ -309,7 +310,7 @@ def run_writes(conn: redis.Redis, meta: ModelOptions, jobs: Sequence[WriteJob],
             raise wrap_redis_error(exc, meta, plans[0].keys[0]) from exc
         if reply[0] == b"ok":
             for job, deleted in zip(jobs, reply[1:]):
-                job.reply = [b"ok", deleted]
+                job.deleted = int(deleted)
             return
         refusals = list(zip(reply[1::2], reply[2::2]))
         for number, refusal in refusals:  # a refusal we cannot retry wins
@@ -373,14 +374,20 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
     old_raw = (job.known_old or {}).get(field)
     plan.check("guard", name, old_raw or b"")
     unique_slot = plan.slot(keys.unique_key(meta.prefix, name), "h") if attr.unique else 0
-    if old_raw is not None:
+    if old_raw is None and job.stored is not None:
+        # The record exists but lacks the field (declared after it was written): it
+        # reads as the default, and check() indexes it so. Removing absent entries is harmless.
+        old = attr.get_default()
+    elif old_raw is None:
+        old = _UNREADABLE  # a new record: nothing to remove
+    else:
         old = _old_value(meta, record, name, old_raw)
         if old is _UNREADABLE and field in job.last_seen:
             old = _old_value(meta, record, name, job.last_seen[field])
-        if old is not _UNREADABLE:
-            plan.remove_entries(meta, name, old, pk)
-            if unique_slot and old is not None:
-                plan.write("udel", unique_slot, attr.index_token(old), pk)
+    if old is not _UNREADABLE:
+        plan.remove_entries(meta, name, old, pk)
+        if unique_slot and old is not None:
+            plan.write("udel", unique_slot, attr.index_token(old), pk)
     if new is _UNREADABLE:
         return
     plan.add_entries(meta, name, new, pk)
@@ -392,7 +399,7 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
 
 
 def save_instances(conn: redis.Redis, meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = False) -> None:
-    """Write validated instances (ids assigned): each atomically, all in one pipeline."""
+    """Write validated instances (ids assigned) in one script call: all of them, or none."""
     prepared = []
     jobs = []
     for instance in instances:
@@ -462,7 +469,7 @@ def delete_records(conn: redis.Redis, meta: ModelOptions, instances: Sequence[Ac
 
         jobs.append(WriteJob(make_plan, instance._stored if instance._stored is not None else {}))
     run_writes(conn, meta, jobs)
-    return [int(job.reply[1]) for job in jobs]
+    return [job.deleted for job in jobs]
 
 
 def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any) -> Any:
@@ -519,17 +526,21 @@ def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any)
         plan.check("exists")
         if state["check_version"]:
             plan.check("version", str(instance._version or ""))
+        # The guard checks our belief about the stored bytes; when it is wrong, the
+        # refusal brings the real ones and we plan again. Nothing known yet means
+        # "absent": an attribute added after the record was written, whose value
+        # is its default (as reading it would give).
         current_raw = (job.known_old or {}).get(name.encode())
         plan.check("guard", name, current_raw or b"")
-        current = None if current_raw is None else decode_field(meta, attr, record, name, current_raw)
+        if current_raw is None:
+            current = attr.get_default()
+        else:
+            current = decode_field(meta, attr, record, name, current_raw)
         if current is None:
-            if current_raw is None and job.known_old is None:
-                job.known_old = {}
-                return plan  # first pass: the guard fails and tells us the stored value
-            raise errors.ValidationError(
-                f"{meta.label}.{name}: cannot add {amount!r} to None", model=meta.label, field=name,
-                value=None, expected=attr._expected(),
-            )
+            result.pop("value", None)
+            if current_raw is not None:
+                raise _cannot_add_to_none(meta, name, amount, attr)
+            return plan  # absent with a None default: written only if the guard holds
         result["value"] = new = current + step
         if attr.index:
             _plan_index_change(plan, meta, job, record, pk, name, new)
@@ -539,16 +550,25 @@ def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any)
         return plan
 
     try:
-        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)], INCREMENT_ATTEMPTS)
+        run_writes(conn, meta, [WriteJob(make_plan, {}, must_exist=True)], INCREMENT_ATTEMPTS)
     except errors.ConflictError:
         if not state["check_version"]:
             raise
         state["check_version"] = False
-        run_writes(conn, meta, [WriteJob(make_plan, None, must_exist=True)], INCREMENT_ATTEMPTS)
+        run_writes(conn, meta, [WriteJob(make_plan, {}, must_exist=True)], INCREMENT_ATTEMPTS)
     else:
         if meta.versioned:
             instance._version = (instance._version or 0) + 1
+    if "value" not in result:
+        raise _cannot_add_to_none(meta, name, amount, attr)
     return _settle_increment(instance, name, result["value"])
+
+
+def _cannot_add_to_none(meta: ModelOptions, name: str, amount: Any, attr: Attribute[Any]) -> errors.ValidationError:
+    return errors.ValidationError(
+        f"{meta.label}.{name}: cannot add {amount!r} to None", model=meta.label, field=name,
+        value=None, expected=attr._expected(),
+    )
 
 
 def _settle_increment(instance: ActiveRecord, name: str, value: Any) -> Any:

@@ -582,6 +582,44 @@ def test_incr_on_null_raises_validation_error(conn: redis_py.Redis) -> None:
 
 
 @pytest.mark.parametrize("name", ["views", "plain", "rating", "total"])
+def test_incr_of_a_field_missing_from_the_hash_starts_from_the_default(conn: redis_py.Redis, name: str) -> None:
+    """A counter the stored hash lacks (declared after the record was written) counts up from its default."""
+    page = Page.create(title="old", views=5, plain=5, rating=5.0, total=decimal.Decimal("5"))
+    conn.hdel(page._key(), name)
+    Page.objects.check(repair=True)  # as if written before the attribute (and its index) existed
+    empty = Page._meta.fields[name].get_default()
+    assert page.incr(name, 2) == empty + 2
+    assert getattr(Page.objects.get(id=page.id), name) == empty + 2
+    assert_clean(Page)
+
+
+@pytest.mark.parametrize("action", ["save", "delete"])
+def test_a_field_missing_from_the_hash_leaves_no_stale_index_entry(conn: redis_py.Redis, action: str) -> None:
+    """A loaded record lacking an indexed field reads as its default; saving or deleting it drops that entry."""
+    page = Page.create(title="old", views=5)
+    conn.hdel(page._key(), "views")
+    Page.objects.check(repair=True)  # as if written before the attribute (and its index) existed
+    loaded = Page.objects.get(id=page.id)
+    assert loaded.views == 0 and Page.objects.filter(views=0) == [loaded]
+    if action == "save":
+        loaded.views = 9
+        loaded.save()
+        assert Page.objects.filter(views=9) == [loaded]
+    else:
+        loaded.delete()
+    assert Page.objects.filter(views=0) == []
+    assert_clean(Page)
+
+
+def test_decr_by_none_raises_validation_error(conn: redis_py.Redis) -> None:
+    """decr by None raises ValidationError (like incr) and writes nothing."""
+    page = Page.create(title="d", views=3)
+    with pytest.raises(errors.ValidationError):
+        page.decr("views", None)
+    assert Page.objects.get(id=page.id).views == 3
+
+
+@pytest.mark.parametrize("name", ["views", "plain", "rating", "total"])
 def test_incr_on_a_deleted_record_raises_does_not_exist(conn: redis_py.Redis, name: str) -> None:
     """incr on a record deleted meanwhile raises DoesNotExist and recreates nothing."""
     page = Page.create(title="gone")
