@@ -495,11 +495,11 @@ class QuerySet(Generic[M]):
         )
 
     def _candidates(self) -> tuple[list[str] | None, bool]:
-        """Candidate ids (None: every record) and whether every filter used an index."""
+        """Candidate ids (None: every record) and whether every filter used an index (and none excludes)."""
         meta = self.model._meta
         ids = _candidate_ids(meta, self._filters, self._conn)
-        exact = all(_index_source_exists(meta, lookup) for lookup in self._filters) and not self._excludes
-        return (None if ids is None else list(ids)), exact
+        indexed = all(_index_source_exists(meta, lookup) for lookup in self._filters) and not self._excludes
+        return (None if ids is None else list(ids)), indexed
 
     def _all_ids(self) -> list[str]:
         try:
@@ -632,14 +632,28 @@ class QuerySet(Generic[M]):
                 window, skip = ordered, self._low
                 limit = None if self._high is None else self._high - self._low
             return self._fetch_matching(window, chunk_size, skip, limit), True
-        return self._fetch_matching(self._all_ids() if ids is None else ids, chunk_size, 0, None), False
+        ids = self._all_ids() if ids is None else ids
+        if self._order:  # sorted in Python afterwards: every candidate is needed
+            return self._fetch_matching(ids, chunk_size, 0, None), False
+        # Unordered: any order is the query's order, so a slice stops when it is full.
+        limit = None if self._high is None else self._high - self._low
+        return self._fetch_matching(ids, chunk_size, self._low, limit), True
 
     def _fetch_matching(self, ids: list[str], chunk_size: int, skip: int, limit: int | None) -> Iterator[Any]:
-        if limit is not None:
-            chunk_size = max(1, min(chunk_size, skip + limit))
+        """Load ``ids`` in chunks, yielding matches after ``skip`` of them, at most ``limit``.
+
+        With a limit, the first chunk is just large enough to fill the slice if
+        every record matches, and each next one twice the last (up to
+        ``chunk_size``), so a slice costs few records and few round trips.
+        """
+        size = chunk_size if limit is None else max(1, min(chunk_size, skip + limit))
         check = self._filters or self._excludes
-        for start in range(0, len(ids), chunk_size):
-            for record in self._load(ids[start:start + chunk_size]):
+        start = 0
+        while start < len(ids):
+            chunk = ids[start:start + size]
+            start += size
+            size = min(size * 2, chunk_size)
+            for record in self._load(chunk):
                 if check and not self._matches(record):
                     continue
                 if skip:
@@ -655,12 +669,8 @@ class QuerySet(Generic[M]):
 
     def _run(self) -> list[Any]:
         stream, in_order = self._stream(chunk_size=10**9, materialize=True)
-        records = list(stream)
-        if in_order:
-            return sort_records(records, self._order)  # also orders ties the scores could not
-        if self._order:
-            records = sort_records(records, self._order)
-        return records[self._low:self._high]
+        records = sort_records(list(stream), self._order)  # in order: also ties the scores could not
+        return records if in_order else records[self._low:self._high]
 
     # -- terminal methods ----------------------------------------------------------
 
@@ -734,18 +744,8 @@ class QuerySet(Generic[M]):
         if self._cache is not None:
             yield from self._cache
             return
-        if not self._order:
-            records, _ = self._stream(chunk_size)
-            if self._low or self._high is not None:
-                yield from list(records)[self._low:self._high]
-                return
-            yield from records
-            return
         records, in_order = self._stream(chunk_size)
-        if in_order:
-            yield from records
-        else:
-            yield from self._evaluate()
+        yield from (records if in_order else self._evaluate())
 
     def values(self, *fields: str) -> list[dict[str, Any]]:
         """A dict per record of the given attributes (all when none); Pointers give the target's id."""

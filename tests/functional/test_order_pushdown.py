@@ -76,3 +76,24 @@ def test_an_unfiltered_slice_reads_only_its_window(readings: list[Reading]) -> N
     assert trips.count == 3  # index sizes and edges, the window, the 5 records
     hgetalls = [command for command in trips.commands() if command[0].upper() == b"HGETALL"]
     assert len(hgetalls) == 5
+
+
+def test_first_of_an_unordered_query_fetches_one_record(readings: list[Reading]) -> None:
+    """first() without an order reads the candidates' ids and then a single record."""
+    with count_round_trips() as trips:
+        first = Reading.objects.filter(site="a").first()
+    assert first is not None and first.site == "a"
+    hgetalls = [command for command in trips.commands() if command[0].upper() == b"HGETALL"]
+    assert len(hgetalls) == 1
+
+
+def test_an_unindexed_slice_fetches_in_growing_chunks(readings: list[Reading]) -> None:
+    """A slice no index serves stops when full: it reads chunks of 1, 2, 4... not every record."""
+    by_id = sorted(readings, key=lambda r: str(r.id))
+    position = next(i for i, r in enumerate(by_id) if r.level == 50)  # the first match, in id order
+    with count_round_trips() as trips:
+        found = list(Reading.objects.exclude(level__lt=50).exclude(level__isnull=True)[:1])
+    assert [r.id for r in found] == [by_id[position].id]
+    hgetalls = [command for command in trips.commands() if command[0].upper() == b"HGETALL"]
+    assert len(hgetalls) < max(2 * (position + 1), 2)  # the chunks up to the first match, at most
+    assert trips.count <= 2 + (position + 1).bit_length()  # the id set, then one round trip per chunk
