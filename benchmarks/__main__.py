@@ -50,6 +50,15 @@ t(largest N) / t(smallest N) of the fixed-size filters for both sides: the
 hand-written program's growth is what the machine and Redis add by themselves.
 The default run takes 2 to 4 minutes on 2 cores.
 
+A full run (no ``--quick``, ``--sizes`` or ``--profile``) also writes the
+results into ``docs/performance.rst``: only the part between its two marker
+comments, ``.. begin results`` and ``.. end results``, is replaced (the rest of
+the page is prose kept by hand). That part is :data:`RESULTS` filled in by
+:func:`render_results`: date, machine, Python and redis-server versions, load
+average, the table of ratios, the targets missed and the growth table.
+``--page PATH`` writes another page (also after a shorter run), ``--no-page``
+none.
+
 ``--profile OP`` runs repocket's side of one operation under cProfile at the
 first size (default 10,000) and prints the top 15 functions by cumulative and by
 own time instead of the table. OP is one of bulk_create, get (2,000 gets), count
@@ -69,11 +78,13 @@ import pstats
 import random
 import statistics
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -95,7 +106,7 @@ COUNT_RUNS, COUNT_PER_RUN = 10, 300
 FIXED_RUNS = 50
 BATCH = 500
 
-#: Ratio targets of issue 3 (repocket / hand-written), by operation.
+#: The largest acceptable ratio repocket / hand-written, by operation (none for delete).
 TARGETS = {
     "create one by one": 1.3,
     "get by id": 1.3,
@@ -105,6 +116,7 @@ TARGETS = {
     "filter + order_by": 1.5,
     "range filter (~10%)": 1.5,
 }
+#: The largest acceptable t(100,000) / t(10,000) of the fixed-size filter (no order_by).
 GROWTH_TARGET = 1.2
 OPERATIONS = (
     "bulk_create", "get", "count", "filter", "filter_order", "range", "fixed", "fixed_order", "create_one", "delete",
@@ -187,6 +199,8 @@ class Row:
     unit: str
     result: Result
     note: str = ""
+    #: In the docs page's table (the fixed-size filters are there as growth instead).
+    on_page: bool = True
 
     @property
     def ratio(self) -> float:
@@ -377,7 +391,7 @@ class Bench:
         outcome = duel(rp, hw, FIXED_RUNS, lambda i, result: 1)
         size = same_sizes(name, outcome)
         self.fixed.setdefault(name, {})[n] = (outcome.repocket_us / 1e6, outcome.hand_us / 1e6)
-        self.add(Row(f"{name} ({size} results)", n, "record", outcome.per(size)))
+        self.add(Row(f"{name} ({size} results)", n, "record", outcome.per(size), on_page=False))
 
 
 # -- same layout check -------------------------------------------------------------------
@@ -494,6 +508,174 @@ def growth(name: str, fixed: dict[int, tuple[float, float]], target: float | Non
     return "\n".join(lines)
 
 
+def growth_target(name: str) -> float | None:
+    """The growth target of fixed-size filter ``name`` (only the plain filter has one)."""
+    return GROWTH_TARGET if name == "filter" else None
+
+
+# -- the docs page -----------------------------------------------------------------------
+
+#: The page a full run writes its results into, between :data:`BEGIN` and :data:`END`.
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.rst"
+#: The comment line that opens the results on the page (any text may follow it).
+BEGIN = ".. begin results"
+BEGIN_LINE = f"{BEGIN}: written by make bench, RESULTS in benchmarks/__main__.py"
+#: The comment line that closes them.
+END = ".. end results"
+#: The results part of the page; :func:`render_results` fills in every field.
+RESULTS = """\
+Measured on {date}:
+
+- machine: {machine}
+- Python: {python}
+- redis-server: {redis_server}
+- load average (1 minute): {load}
+
+Each cell gives repocket's time divided by the hand-written program's time for
+the same work on the same server (1.00: as fast, 1.20: 20% slower), from the
+best repetition of each side, and in parentheses the median ratio of
+back-to-back pairs. The target is the largest acceptable ratio.
+
+{table}
+
+{verdict}
+
+{growth}
+"""
+
+
+@dataclass
+class RunInfo:
+    """Where and when the benchmark ran, as the page states it."""
+
+    date: str
+    machine: str
+    python: str
+    redis_server: str
+    load: str
+
+    @classmethod
+    def measure(cls, conn: redis.Redis, load_at_start: float) -> RunInfo:
+        """This machine and ``conn``'s server, now."""
+        return cls(
+            date=f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            machine=f"{cpu_model()}, {os.cpu_count()} CPUs ({platform.system()} {platform.machine()})",
+            python=f"{platform.python_implementation()} {platform.python_version()}",
+            redis_server=str(conn.info("server")["redis_version"]),
+            load=f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        )
+
+
+def rst_table(rows: Sequence[Sequence[str]]) -> str:
+    """A reStructuredText simple table; ``rows[0]`` is the header, no cell may be empty."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    border = "  ".join("=" * width for width in widths)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+    return "\n".join([border, line(rows[0]), border, *map(line, rows[1:]), border])
+
+
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=79, break_long_words=False, break_on_hyphens=False)
+
+
+def page_table(rows: Sequence[Row]) -> str:
+    """The ratios (paired ratios) of every operation on the page, one column per N."""
+    shown = [row for row in rows if row.on_page]
+    sizes = sorted({row.n for row in shown})
+    cells = {(row.operation, row.n): f"{row.ratio:.2f} ({row.paired:.2f})" for row in shown}
+    table = [["operation", *(f"N = {n:,}" for n in sizes), "target"]]
+    for operation in dict.fromkeys(row.operation for row in shown):
+        target = TARGETS.get(operation)
+        table.append([operation, *(cells.get((operation, n), "—") for n in sizes),
+                      "—" if target is None else f"≤{target}"])  # fmt: skip
+    return rst_table(table)
+
+
+Fixed = dict[str, dict[int, tuple[float, float]]]
+"""Seconds per query of each fixed-size filter, per N, per side (:attr:`Bench.fixed`)."""
+
+
+def _growths(fixed: Fixed) -> tuple[int, int, dict[str, tuple[float, float]]]:
+    """The smallest and largest N, and each fixed-size filter's t(largest) / t(smallest) per side."""
+    sizes = sorted({n for times in fixed.values() for n in times})
+    if len(sizes) < 2:
+        return 0, 0, {}
+    small, large = sizes[0], sizes[-1]
+    growths = {
+        name: (times[large][0] / times[small][0], times[large][1] / times[small][1])
+        for name, times in fixed.items()
+        if small in times and large in times
+    }
+    return small, large, growths
+
+
+def page_verdict(rows: Sequence[Row], fixed: Fixed) -> str:
+    """The notes on the rows, then which targets were missed (or that none was)."""
+    notes = [f"{row.operation.capitalize()} at N = {row.n:,}: {row.note}." for row in rows if row.note and row.on_page]
+    missed = []
+    for row in rows:
+        target = TARGETS.get(row.operation) if row.on_page else None
+        if target is not None and row.ratio > target:
+            missed.append(f"{row.operation} at N = {row.n:,} ({row.ratio:.2f}, target ≤{target})")
+    small, large, growths = _growths(fixed)
+    for name, (ours, _) in growths.items():
+        target = growth_target(name)
+        if target is not None and ours > target:
+            missed.append(f"the growth of the fixed-size {name} from N = {small:,} to N = {large:,}"
+                          f" ({ours:.2f}, target ≤{target})")
+    verdict = "Missed targets: " + "; ".join(missed) + "." if missed else "Every target was met."
+    return _fill(" ".join([*notes, verdict]))
+
+
+def page_growth(fixed: Fixed) -> str:
+    """The growth table of the fixed-size filters ("" after a run at one size)."""
+    small, large, growths = _growths(fixed)
+    if not growths:
+        return ""
+    table = [["query", "repocket", "by hand", "target"]]
+    for name, (ours, theirs) in growths.items():
+        target = growth_target(name)
+        table.append([name, f"{ours:.2f}", f"{theirs:.2f}", "—" if target is None else f"≤{target}"])
+    intro = _fill(
+        f"Growth of an indexed filter whose result has a fixed size (``tag='{FIXED_TAG}'``, 100 records)"
+        f" from N = {small:,} to N = {large:,}: t({large:,}) / t({small:,}), where 1.00 means that"
+        " its time does not depend on the model size:"
+    )
+    return f"{intro}\n\n{rst_table(table)}"
+
+
+def render_results(info: RunInfo, rows: Sequence[Row], fixed: Fixed) -> str:
+    """:data:`RESULTS` filled in, without trailing or doubled blank lines."""
+    text = RESULTS.format(
+        date=info.date,
+        machine=info.machine,
+        python=info.python,
+        redis_server=info.redis_server,
+        load=info.load,
+        table=page_table(rows),
+        verdict=page_verdict(rows, fixed),
+        growth=page_growth(fixed),
+    )
+    return "\n".join(line.rstrip() for line in text.strip().replace("\n\n\n", "\n\n").splitlines())
+
+
+def write_results(page: str, results: str) -> str:
+    """``page`` with the lines between its :data:`BEGIN` and :data:`END` comments replaced by ``results``.
+
+    Raises:
+        ValueError: the page lacks either marker (nothing is written then).
+    """
+    lines = page.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(BEGIN)), None)
+    end = None if start is None else next((i for i in range(start + 1, len(lines)) if lines[i].rstrip() == END), None)
+    if start is None or end is None:
+        raise ValueError(f"the page has no {BEGIN!r} ... {END!r} comment lines around its results")
+    return "\n".join([*lines[:start], BEGIN_LINE, "", results, "", *lines[end:]]) + "\n"
+
+
 # -- profiling ---------------------------------------------------------------------------
 
 
@@ -554,7 +736,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each filter (best kept)")
     parser.add_argument("--profile", choices=OPERATIONS, metavar="OP",
                         help=f"cProfile repocket's side of one operation: {', '.join(OPERATIONS)}")
+    parser.add_argument("--page", type=Path, default=None,
+                        help=f"write the results into this page (default after a full run: {PAGE})")
+    parser.add_argument("--no-page", action="store_true", help="write no docs page")
     args = parser.parse_args(argv)
+    full_run = not (args.sizes or args.quick or args.profile)
+    page = None if args.no_page or args.profile else args.page or (PAGE if full_run else None)
+    if page is not None:  # fail now, not after the run
+        try:
+            write_results(page.read_text(encoding="utf-8"), "")
+        except (OSError, ValueError) as error:
+            parser.error(f"cannot write the results into {page}: {error}")
     if args.sizes:
         sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     elif args.quick:
@@ -596,12 +788,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(table(bench.rows))
         for name, times in bench.fixed.items():
-            lines = growth(name, times, GROWTH_TARGET if name == "filter" else None)
+            lines = growth(name, times, growth_target(name))
             if lines:
                 print()
                 print(lines)
         print()
         print(f"total run time {time.perf_counter() - started:.0f} s")
+        if page is not None:
+            results = render_results(RunInfo.measure(conn, load_at_start), bench.rows, bench.fixed)
+            page.write_text(write_results(page.read_text(encoding="utf-8"), results), encoding="utf-8")
+            log(f"wrote the results into {page}")
         return 0
     finally:
         configure.reset()
