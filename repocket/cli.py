@@ -1,84 +1,275 @@
-"""The ``repocket`` command line: ``repocket --version``, ``repocket check``, ``repocket server``."""
+"""The ``repocket`` command line: ``--version``, ``check``, ``reindex`` and ``server``.
+
+::
+
+    repocket check [--url URL] [--repair] module.Model     # or module:Model
+    repocket reindex [--url URL] module.Model
+    repocket server [--path DIR] [--port PORT | --unix-socket PATH]
+
+``--url`` may come before or after the command; without it, ``$REDIS_URL``,
+else ``localhost:6379`` database 0. The module is imported with the current
+directory first on ``sys.path``, as ``python -m`` does.
+
+Exit status:
+
+- ``0``: all is well (``check`` found nothing, or ``--repair`` left nothing).
+- ``1``: ``check`` found problems, or some remain after ``--repair`` (corrupt
+  records, broken pointers and orphan ByteStreams are never repaired); or the
+  server of ``repocket server`` exited on its own.
+- ``2``: a usage error, a module that cannot be imported, a name that is not a
+  model, Redis unreachable or refusing, or any other repocket error. The error
+  is one line on stderr, never a traceback.
+
+``repocket server`` runs until Ctrl-C, SIGTERM or SIGHUP, and stops its
+``redis-server`` by its PID before exiting.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import os
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import redis
 
 import repocket
 from repocket import errors
 
+if TYPE_CHECKING:
+    from repocket.checks import CheckReport
+    from repocket.server import RedisServer
 
-def _load_model(path: str) -> type[repocket.ActiveRecord]:
-    module_name, _, name = path.rpartition(".")
-    if not module_name:
-        raise SystemExit(f"repocket: expected module.Model, got {path!r}")
-    model = getattr(importlib.import_module(module_name), name, None)
-    if not (isinstance(model, type) and issubclass(model, repocket.ActiveRecord)):
-        raise SystemExit(f"repocket: {path} is not a repocket model")
-    return model
+#: Exit statuses.
+OK, PROBLEMS, ERROR = 0, 1, 2
+
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)  # no SIGHUP on Windows
+Handler = Any  # what signal.signal() takes and returns: a callable, SIG_IGN, SIG_DFL or None
+
+
+class _CliError(Exception):
+    """A one-line error for stderr, ending the command with status 2."""
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: unwind so that the server is stopped."""
+
+
+# -- arguments -------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The argument parser; ``--url`` is accepted before and after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=argparse.SUPPRESS,
+        help="Redis URL (default: $REDIS_URL, else localhost:6379/0)",
+    )  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="repocket", description="repocket: a Redis-native active-record ORM", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"repocket {repocket.__version__}")
+    sub = parser.add_subparsers(dest="command")
+    model_help = "the model as module.Model or module:Model (the module is imported)"
+    check = sub.add_parser("check", parents=[common], help="compare a model's indexes with its records")
+    check.add_argument("model", help=model_help)
+    check.add_argument("--repair", action="store_true", help="fix the indexes and id set, then check again")
+    reindex = sub.add_parser(
+        "reindex", parents=[common], help="build a model's id set and indexes from its records"
+    )
+    reindex.add_argument("model", help=model_help)
+    server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
+    server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
+    where = server.add_mutually_exclusive_group()
+    where.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: a free one)")
+    where.add_argument("--unix-socket", metavar="PATH", default=None, help="listen on this unix socket instead")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="repocket", description="repocket: a Redis-native active-record ORM")
-    parser.add_argument("--version", action="version", version=f"repocket {repocket.__version__}")
-    parser.add_argument("--url", help="Redis URL (default: $REDIS_URL, else localhost:6379/0)")
-    sub = parser.add_subparsers(dest="command")
-    check = sub.add_parser("check", help="compare a model's indexes with its records")
-    check.add_argument("model", help="the model as module.Model (the module is imported)")
-    check.add_argument("--repair", action="store_true", help="fix the indexes and id set")
-    reindex = sub.add_parser("reindex", help="build a model's id set and indexes from its records")
-    reindex.add_argument("model")
-    server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
-    server.add_argument("--path", default=".repocket", help="data directory (append-only file)")
-    server.add_argument("--port", type=int, default=None)
+    """Run the command line; returns the exit status (0 ok, 1 problems, 2 errors)."""
+    parser = _parser()
     args = parser.parse_args(argv)
-
     if args.command is None:
         parser.print_help()
-        return 0
-    if args.command == "server":
-        from repocket.server import start_embedded
+        return OK
+    try:
+        if args.command == "server":
+            return _serve(args.path, port=args.port, unix_socket=args.unix_socket)
+        _configure(getattr(args, "url", None))
+        model = _load_model(args.model)
+        if args.command == "reindex":
+            return _reindex(model)
+        return _check(model, repair=args.repair)
+    except (_CliError, errors.RepocketError, redis.RedisError) as exc:
+        return _fail(str(exc))
 
-        handle = start_embedded(args.path, port=args.port)
-        print(f"redis-server listening at {handle.url} (pid {handle.pid}); Ctrl-C stops it", flush=True)
-        try:
-            while handle.running:
-                import time
 
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            handle.stop()
-        return 0
+def _fail(message: str) -> int:
+    """Print ``message``'s first line as the error and return status 2."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"repocket: {first}", file=sys.stderr)
+    return ERROR
 
-    import os
 
+# -- check and reindex -----------------------------------------------------------------
+
+
+def _configure(url: str | None) -> None:
+    """Point the global pool at ``url``, else ``$REDIS_URL``; the default pool otherwise."""
     from repocket.connections import configure
 
-    url = args.url or os.environ.get("REDIS_URL")
-    if url:
-        configure.connection_pool(url=url)
-    model = _load_model(args.model)
+    url = url or os.environ.get("REDIS_URL")
+    if not url:
+        return
     try:
-        if args.command == "reindex":
-            total = model.objects.reindex(progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
-            print(f"indexed {total} {model._meta.label} records")
-            return 0
-        report = model.objects.check(repair=args.repair)
-    except errors.RepocketError as exc:
-        print(f"repocket: {exc}", file=sys.stderr)
-        return 2
+        configure.connection_pool(url=url)
+    except ValueError as exc:  # the message never repeats the URL, which may hold a password
+        raise _CliError(f"invalid Redis URL: {exc}") from None
+
+
+def _load_model(spec: str) -> type[repocket.ActiveRecord]:
+    """Import ``module.Model`` or ``module:Model`` and return the model class."""
+    if ":" in spec:
+        module_name, _, name = spec.partition(":")
+    else:
+        module_name, _, name = spec.rpartition(".")
+    if not module_name or not name:
+        raise _CliError(f"expected module.Model or module:Model, got {spec!r}")
+    module = _import(module_name)
+    model: Any = module
+    for part in name.split("."):
+        model = getattr(model, part, None)
+    if not (isinstance(model, type) and issubclass(model, repocket.ActiveRecord)):
+        raise _CliError(f"{spec} is not a repocket model")
+    return model
+
+
+def _import(module_name: str) -> Any:
+    """Import the user's module as ``python -m`` would: the current directory comes first."""
+    cwd = os.getcwd()
+    if sys.path[:1] not in ([cwd], [""]):
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:  # includes ModuleNotFoundError
+        reason = str(exc)
+    except Exception as exc:  # the module itself failed while running
+        reason = f"{type(exc).__name__}: {exc}"
+    raise _CliError(f"cannot import module {module_name!r}: {reason}")
+
+
+def _reindex(model: type[repocket.ActiveRecord]) -> int:
+    """Run ``reindex()`` with progress on stderr."""
+    total = model.objects.reindex(progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
+    print(f"indexed {total} {model._meta.label} records")
+    return OK
+
+
+def _check(model: type[repocket.ActiveRecord], *, repair: bool) -> int:
+    """Run ``check()``; after a repair, check again and report what remains."""
+    report = model.objects.check(repair=repair)
     print(f"{report.model}: {report.records} records, {len(report)} problems"
           + (" (repaired)" if report.repaired else ""))
-    for name in ("missing_entries", "stale_entries", "orphan_streams", "broken_pointers", "corrupt_records"):
-        for item in getattr(report, name):
-            print(f"  {name}: {item}")
-    return 0 if report.ok or report.repaired else 1
+    _print_problems(report)
+    if report.ok:
+        return OK
+    if not repair:
+        return PROBLEMS
+    remaining = model.objects.check()
+    print(f"after repair: {len(remaining)} problems remain")
+    _print_problems(remaining)
+    return OK if remaining.ok else PROBLEMS
+
+
+def _print_problems(report: CheckReport) -> None:
+    """One line per problem, for every list of the report (so a new kind is never left out)."""
+    for name, item in _problems(report):
+        print(f"  {name}: {item}")
+
+
+def _problems(report: CheckReport) -> Iterator[tuple[str, Any]]:
+    """``(list name, item)`` for every item of every list field of ``report``."""
+    for field in dataclasses.fields(report):
+        value = getattr(report, field.name)
+        if isinstance(value, list):
+            for item in value:
+                yield field.name, item
+
+
+# -- server ----------------------------------------------------------------------------
+
+
+def _serve(path: str, *, port: int | None, unix_socket: str | None) -> int:
+    """Run the embedded server in the foreground until a signal; always stop it by its PID."""
+    from repocket.server import embedded_server
+
+    server = embedded_server(path, port=port, unix_socket=unix_socket)
+    previous = _on_stop_signals(_raise_stopped)
+    try:
+        server.start()
+        _announce(server)
+        while server.running:
+            time.sleep(0.2)
+        print(f"repocket: redis-server exited on its own; see {_log_path(server)}", file=sys.stderr)
+        return PROBLEMS
+    except (KeyboardInterrupt, _Stopped):
+        return OK
+    finally:
+        _on_stop_signals(signal.SIG_IGN)  # a second signal must not interrupt the stop
+        try:
+            server.stop()
+        finally:
+            _restore_signals(previous)
+
+
+def _announce(server: RedisServer) -> None:
+    """Say where the server listens, without its password, and how to connect to it."""
+    from repocket.server import PASSWORD_NAME
+
+    assert server.path is not None
+    password_file = server.path / PASSWORD_NAME
+    print(f"redis-server listening at {server.masked_url} (pid {server.pid}); "
+          f"password in {password_file}; Ctrl-C stops it")
+    example = server.masked_url.replace("***", f"$(cat {shlex.quote(str(password_file))})")
+    print(f'connect with: export REDIS_URL="{example}"', flush=True)
+
+
+def _log_path(server: RedisServer) -> str:
+    """The server's log file, to point at when it died."""
+    from repocket.server import LOG_NAME
+
+    return str(server.path / LOG_NAME) if server.path is not None else "its log"
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    """SIGINT behaves as usual (KeyboardInterrupt); SIGTERM and SIGHUP raise _Stopped."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def _on_stop_signals(handler: Handler) -> dict[signal.Signals, Handler]:
+    """Install ``handler`` for SIGINT, SIGTERM and SIGHUP; return the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers; in-process callers keep theirs
+    return {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+
+
+def _restore_signals(previous: dict[signal.Signals, Handler]) -> None:
+    """Put back the handlers :func:`_on_stop_signals` replaced."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":  # pragma: no cover
