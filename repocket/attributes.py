@@ -36,6 +36,7 @@ __all__ = [
     "JSON",
     "Attribute",
     "AutoUUID",
+    "BrokenReference",
     "ByteStream",
     "Bytes",
     "DateTime",
@@ -155,10 +156,15 @@ class Attribute(Generic[T]):
     def __get__(self, instance: Any, owner: type[Any]) -> Any:
         if instance is None:
             return self
-        return instance._data[self.name]
+        try:
+            return instance._data[self.name]
+        except KeyError:  # deferred by only()/defer(): fetched now
+            return instance._load_deferred(self.name)
 
     def __set__(self, instance: Any, value: Any) -> None:
         instance._data[self.name] = self.clean(value)
+        if instance._deferred:
+            instance._deferred = instance._deferred - {self.name}
 
     def __repr__(self) -> str:
         where = f" {self.model.__name__}.{self.name}" if self.name else ""
@@ -176,9 +182,13 @@ class Attribute(Generic[T]):
         return self.__empty_value__
 
     def get_default(self) -> Any:
-        """The value a new instance starts with: ``default`` (called if callable), else empty."""
+        """The value a new instance starts with: ``default`` (called if callable), else empty.
+
+        A ``unique=True, null=True`` attribute without a default starts as None, as
+        in SQL: None is never claimed, so records that omit it do not clash.
+        """
         if self.default is None:
-            return self.get_empty_value()
+            return None if self.unique and self.null else self.get_empty_value()
         return self.default() if callable(self.default) else self.default
 
     @_hybridmethod
@@ -195,7 +205,10 @@ class Attribute(Generic[T]):
         try:
             return self._cast(value)
         except (_CastError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
-            raise self._invalid(value, exc) from None
+            error = self._invalid(value, exc)
+        # Raised outside the handler, so the cause (which may quote a secret value)
+        # is not even kept as __context__.
+        raise error
 
     clean = cast  # what the descriptor calls on assignment
 
@@ -214,7 +227,9 @@ class Attribute(Generic[T]):
         model = getattr(self, "model", None)
         model_name = f"{model.__module__}.{model.__name__}" if model else None
         where = f"{model_name}.{self.name}" if model_name else f"{type(self).__name__} attribute"
-        detail = f" ({exc})" if exc is not None and str(exc) else ""
+        # The cause's text often quotes the value ("invalid literal for int(): 'x'"),
+        # so a secret value gets neither.
+        detail = f" ({exc})" if exc is not None and str(exc) and not self.secret else ""
         shown = "'***' (secret)" if self.secret else _short_repr(value)
         return ValidationError(
             f"{where}: cannot use {shown} of type {type(value).__name__}; "
@@ -304,6 +319,13 @@ class Attribute(Generic[T]):
     def index_token(self, value: Any) -> str:
         """The text an equality index uses for ``value``: equal values, equal tokens."""
         raise TypeError(f"{type(self).__name__} attributes cannot be indexed")
+
+    def comparable(self, value: Any) -> Any:
+        """``value`` as queries compare and order it (``None`` stays ``None``).
+
+        The identity, except for DateTime, where a naive value counts as UTC.
+        """
+        return value
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
@@ -594,11 +616,16 @@ class DateTime(Attribute[_dt.datetime]):
         return naive.replace(tzinfo=_dt.timezone(-delta if sign == "-" else delta))
 
     def index_token(self, value: Any) -> str:
-        # Aware values: the instant as whole microseconds since the epoch (equal instants,
-        # equal tokens; plain arithmetic never overflows near year 1 or 9999). Naive
-        # values: their ISO text, which always holds a "T" and so never equals a number.
-        micros = utc_microseconds(value)
-        return value.isoformat() if micros is None else str(micros)
+        # The instant as whole microseconds since the epoch, a naive value read as
+        # UTC: equal instants, equal tokens (plain arithmetic never overflows near
+        # year 1 or 9999).
+        return str(instant_microseconds(value))
+
+    def comparable(self, value: Any) -> Any:
+        """An aware datetime: a naive value is taken as UTC (and stored naive, as given)."""
+        if value is None or value.utcoffset() is not None:
+            return value
+        return value.replace(tzinfo=_dt.timezone.utc)
 
 
 def utc_microseconds(value: _dt.datetime) -> int | None:
@@ -609,6 +636,15 @@ def utc_microseconds(value: _dt.datetime) -> int | None:
     naive = value.replace(tzinfo=None)
     since_epoch = naive - _dt.datetime(1970, 1, 1)
     return (since_epoch - offset) // _dt.timedelta(microseconds=1)
+
+
+def instant_microseconds(value: _dt.datetime) -> int:
+    """Microseconds since 1970-01-01 UTC, a naive value read as UTC: the one rule for
+    comparing, ordering and indexing datetimes."""
+    micros = utc_microseconds(value)
+    if micros is None:
+        return (value - _dt.datetime(1970, 1, 1)) // _dt.timedelta(microseconds=1)
+    return micros
 
 
 class Decimal(Attribute[_decimal.Decimal]):
@@ -652,7 +688,11 @@ class Decimal(Attribute[_decimal.Decimal]):
             return "NaN"
         if value.is_zero():
             return "0"
-        return str(value.normalize())
+        # Exact whatever the value's size: the default context would round to 28
+        # digits (two values would share a token) and overflow past its exponents.
+        exact = _decimal.Context(prec=max(len(value.as_tuple().digits), 1),
+                                 Emax=_decimal.MAX_EMAX, Emin=_decimal.MIN_EMIN)
+        return str(value.normalize(exact))
 
 
 class Integer(Attribute[int]):
@@ -806,7 +846,66 @@ class Pointer(Attribute[Any]):
             return None if value is None else value.to_dict(simple=True)
         return super().to_python(value, simple=False)
 
+    def __get__(self, instance: Any, owner: type[Any]) -> Any:
+        if instance is None:
+            return self
+        try:
+            value = instance._data[self.name]
+        except KeyError:  # deferred by only()/defer(): fetched now
+            value = instance._load_deferred(self.name)
+        if type(value) is BrokenReference:
+            raise value.error()
+        return value
+
     def index_token(self, value: Any) -> str:
         if isinstance(value, str):  # a stored key, read back from Redis
             return str(self.to_model._meta.parse_key(value))
         return str(value._pk())
+
+
+class BrokenReference:
+    """What a non-null Pointer holds when the record it names no longer exists.
+
+    Loading such a record succeeds, so it can still be listed, updated and
+    deleted, and ``values_list`` of its other fields works. Reading the
+    attribute (``book.author``) raises :class:`~repocket.errors.BrokenReferenceError`
+    naming both keys. Saving the record leaves the stored pointer as it is.
+    """
+
+    __slots__ = ("field", "key", "source")
+
+    def __init__(self, key: str, source: str, field: str) -> None:
+        #: The hash key the pointer names, which does not exist.
+        self.key = key
+        #: The key of the record holding the pointer, and the attribute.
+        self.source = source
+        self.field = field
+
+    @property
+    def pk(self) -> _uuid.UUID:
+        """The id the pointer names (the last segment of :attr:`key`)."""
+        return _uuid.UUID(self.key.rsplit(":", 1)[-1])
+
+    def _key(self) -> str:
+        return self.key
+
+    def _pk(self) -> _uuid.UUID:
+        return self.pk
+
+    def error(self) -> Exception:
+        """The BrokenReferenceError that reading the attribute raises."""
+        from repocket.errors import BrokenReferenceError
+
+        return BrokenReferenceError(
+            f"{self.source} field {self.field!r} points to {self.key}, which does not exist",
+            key=self.source, field=self.field, target=self.key,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BrokenReference) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"<BrokenReference to {self.key}>"

@@ -20,6 +20,7 @@ keeps working::
     ├── ConflictError                         a versioned record changed under you
     ├── ServerNotFoundError                   no redis-server binary to start
     └── RedisConnectionError (ConnectionError) Redis could not be reached (wraps redis-py)
+        └── RedisAuthenticationError          Redis refused the credentials
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "CorruptRecordError",
     "DoesNotExist",
     "MultipleObjectsReturned",
+    "RedisAuthenticationError",
     "RedisConnectionError",
     "RepocketActiveRecordDefinitionError",
     "RepocketError",
@@ -150,4 +152,11 @@ class RedisConnectionError(RepocketError, ConnectionError):
     """Redis could not be reached or the connection broke; wraps the redis-py error.
 
     Also the builtin :class:`ConnectionError`, so ``except ConnectionError`` works.
+    """
+
+
+class RedisAuthenticationError(RedisConnectionError):
+    """Redis refused the credentials: a wrong password or user name, or none given where one is needed.
+
+    Never says the password; fix the URL or the ``username``/``password`` options.
     """

@@ -18,7 +18,6 @@ compare exactly in Python.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from repocket import attributes, keys
 
 if TYPE_CHECKING:
-    from repocket.model import ModelOptions
+    from repocket.options import ModelOptions
 
 ORDERED_TYPES = (attributes.Integer, attributes.Float, attributes.Decimal, attributes.DateTime)
 
@@ -44,10 +43,7 @@ def is_lex(attr: attributes.Attribute[Any]) -> bool:
 def score(attr: attributes.Attribute[Any], value: Any) -> float | None:
     """The sorted-index score of ``value``; None for values with no order (NaN)."""
     if isinstance(attr, attributes.DateTime):
-        micros = attributes.utc_microseconds(value)
-        if micros is None:  # naive: its wall-clock time, read as UTC
-            micros = (value - _dt.datetime(1970, 1, 1)) // _dt.timedelta(microseconds=1)
-        return micros / 1e6
+        return attributes.instant_microseconds(value) / 1e6  # a naive value read as UTC
     if isinstance(attr, attributes.Decimal):
         if value.is_nan():
             return None
@@ -89,16 +85,20 @@ def entries(meta: ModelOptions, field: str, value: Any, pk: str) -> Iterator[tup
 
 
 class WritePlan:
-    """The KEYS and ARGV of one call of the ``write`` script, built up op by op."""
+    """One record's KEYS and ARGV in a call of the ``write`` script, built up op by op.
 
-    def __init__(self, record_key: str) -> None:
-        self.keys: list[str] = [record_key]
-        self.types: list[str] = ["h"]
+    Its first key is the record hash, its second the record's write lease
+    (see ``repocket/scripts/write.lua``).
+    """
+
+    def __init__(self, record_key: str, lease_key: str) -> None:
+        self.keys: list[str] = [record_key, lease_key]
+        self.types: list[str] = ["h", "t"]
         self.checks: list[Any] = []
         self.writes: list[Any] = []
         #: unique token -> the value it stands for, to name the value in errors
         self.unique_values: dict[str, Any] = {}
-        self._slots: dict[str, int] = {record_key: 1}
+        self._slots: dict[str, int] = {record_key: 1, lease_key: 2}
 
     def slot(self, key: str, kind: str) -> int:
         """The 1-based KEYS index of ``key`` (type letter ``kind``), adding it if new."""
@@ -125,8 +125,8 @@ class WritePlan:
                 self.write("zadd", self.slot(key, "z"), args[0] if kind == "z" else "0", member)
 
     def remove_entries(self, meta: ModelOptions, field: str, value: Any, pk: str) -> None:
-        """Remove the index entries of ``value``."""
-        for key, kind, args in entries(meta, field, value, pk):
+        """Remove the index entries of ``value`` (all named first: if one cannot be, none is added)."""
+        for key, kind, args in list(entries(meta, field, value, pk)):
             if kind == "s":
                 self.write("srem", self.slot(key, "s"), *args)
             else:

@@ -13,7 +13,12 @@ key                                       type          holds
 ``<prefix>:_sort:<field>``                sorted set    ids scored by an ordered indexed field
 ``<prefix>:_lex:<field>``                 sorted set    ``value\\x00id`` for Unicode prefix/order
 ``<prefix>:_unique:<field>``              hash          token -> id for ``unique=True`` fields
+``<prefix>:_lease:<uuid>``                string        a writer's token: its lease on one record
 ========================================  ============  =============================================
+
+A lease lives at most 2 seconds (``PX 2000``): a writer whose guard missed
+holds it while it writes again, and deletes it in that write (see
+``repocket/scripts/write.lua`` and docs/consistency.rst).
 
 Bookkeeping segments start with ``_``, so they can never be mistaken for a
 UUID. Keeping the prefix in one function means a Redis Cluster hash tag can
@@ -70,6 +75,11 @@ def lex_index_key(prefix: str, field: str) -> str:
 def unique_key(prefix: str, field: str) -> str:
     """The hash mapping a unique field's token to the id holding it."""
     return f"{prefix}:_unique:{field}"
+
+
+def lease_key(prefix: str, pk: uuid.UUID | str) -> str:
+    """The string naming the writer that holds a short write lease on one record."""
+    return f"{prefix}:_lease:{pk}"
 
 
 def escape_glob(text: str) -> str:

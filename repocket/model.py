@@ -19,14 +19,23 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.exceptions import RedisError
 
 from repocket import errors, keys, registry
-from repocket.attributes import Attribute, AutoUUID, ByteStream, Pointer, _short_repr
+from repocket.attributes import (
+    Attribute,
+    AutoUUID,
+    BrokenReference,
+    ByteStream,
+    Pointer,
+    _short_repr,
+)
 from repocket.connections import configure
 from repocket.manager import ManagerDescriptor
+from repocket.options import ModelOptions  # where it lived before; plan/ imports it from options
 from repocket.scripts import get as get_script
 
 if TYPE_CHECKING:
@@ -35,64 +44,6 @@ if TYPE_CHECKING:
     from repocket.manager import Manager
 
 __all__ = ["ActiveRecord", "ModelOptions", "fields"]
-
-class ModelOptions:
-    """Everything repocket knows about one model, on ``Model._meta``."""
-
-    def __init__(self, model: type[ActiveRecord], fields: dict[str, Attribute[Any]], options: dict[str, Any]) -> None:
-        self.model = model
-        self.name = model.__name__
-        self.namespace: str = options.get("namespace") or model.__module__
-        self.prefix = keys.model_prefix(self.namespace, self.name)
-        self.label = f"{model.__module__}.{model.__qualname__}"
-        self.fields = fields
-        self.versioned: bool = bool(options.get("versioned", False))
-        self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
-        #: For every attribute in declaration order, the tuple (hash field name
-        #: as bytes or None for a ByteStream, name, attribute, fast reader).
-        self.layout = [(name.encode() if attr.stored_in_hash else None, name, attr, attr.reader())
-                       for name, attr in fields.items()]
-        #: The attributes kept in the record hash, as ``(name, attribute)``, in order.
-        self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
-        self.streams = [name for name, attr in fields.items() if not attr.stored_in_hash]
-        self.pointers = [name for name, attr in fields.items() if isinstance(attr, Pointer)]
-        self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]
-        self.indexed = [name for name, attr in fields.items() if attr.index]
-        self.unique = [name for name, attr in fields.items() if attr.unique]
-        self.ids_key = keys.ids_key(self.prefix)
-        self._key_start = self.prefix + ":"
-
-    def key(self, pk: uuid.UUID | str) -> str:
-        """The hash key of the record with primary key ``pk``."""
-        return keys.record_key(self.prefix, pk)
-
-    def parse_key(self, key: str) -> uuid.UUID:
-        """The primary key inside one of this model's record keys.
-
-        Raises:
-            ValueError: ``key`` is not ``<prefix>:<canonical uuid>`` of this model.
-        """
-        if not key.startswith(self._key_start):
-            raise ValueError(f"{key!r} is not a key of {self.label} (expected {self.prefix}:<uuid>)")
-        tail = key[len(self._key_start):]
-        pk = uuid.UUID(tail) if len(tail) == 36 else None
-        if pk is None or str(pk) != tail:
-            raise ValueError(f"{key!r} does not end in a canonical UUID")
-        return pk
-
-    def field_names(self) -> list[str]:
-        """The attribute names, in declaration order."""
-        return list(self.fields)
-
-    def unknown_field(self, name: str, what: str = "attribute") -> errors.UnknownFieldError:
-        """The error for a name that is not an attribute, listing the valid ones."""
-        valid = self.field_names()
-        return errors.UnknownFieldError(
-            f"{self.label} has no {what} {name!r}; valid names: {', '.join(valid)}",
-            model=self.label,
-            field=name,
-            valid=valid,
-        )
 
 
 def fields(model: type[ActiveRecord] | ActiveRecord) -> dict[str, Attribute[Any]]:
@@ -251,6 +202,10 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     _stored_streams: dict[str, bytes]
     #: For ``Meta.versioned`` models: the version counter as loaded (None: never saved).
     _version: int | None
+    #: Attributes not loaded (``only()``/``defer()``): save() never writes them.
+    _deferred: frozenset[str] = frozenset()
+    #: The client a record with deferred attributes was loaded with (None: the global one).
+    _loaded_with: redis.Redis | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -299,11 +254,40 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     def __getitem__(self, name: str) -> Any:
         if name not in self._meta.fields:
             raise self._meta.unknown_field(name)
+        return getattr(self, name)
+
+    def _load_deferred(self, name: str) -> Any:
+        """Fetch the attributes ``only()``/``defer()`` left out (one round trip); return ``name``'s value.
+
+        Raises:
+            DoesNotExist: the record is no longer stored.
+        """
+        from repocket import store
+
+        meta = self._meta
+        if name not in self._deferred:
+            raise AttributeError(name)
+        wanted = frozenset(self._deferred) | {meta.pk}
+        conn = self._loaded_with or configure.get_connection()
+        fresh = store.load(conn, meta, [self._key()], fields=wanted)[0]
+        if fresh is None:
+            raise self.DoesNotExist(f"{self._key()} no longer exists; its deferred attributes cannot be read")
+        for field in self._deferred:
+            self._data[field] = fresh._data[field]
+            if field in meta.streams:
+                self._stored_streams[field] = fresh._stored_streams.get(field, b"")
+        if self._stored is not None:
+            for field_bytes, raw in (fresh._stored or {}).items():
+                self._stored.setdefault(field_bytes, raw)  # what save() compares with
+        self._deferred = frozenset()
         return self._data[name]
 
     def __repr__(self) -> str:
         parts = []
         for name, attr in self._meta.fields.items():
+            if name in self._deferred:
+                parts.append(f"{name}=<deferred>")
+                continue
             value = self._data[name]
             if attr.secret and value is not None:
                 shown = "'***'"
@@ -319,7 +303,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     def _comparable(self) -> list[Any]:
         out = []
         for name in self._meta.fields:
-            value = self._data[name]
+            value = self[name]
             if isinstance(value, ActiveRecord):
                 value = (type(value), value.pk)
             out.append(value)
@@ -347,7 +331,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         """
         out: dict[str, Any] = {}
         for name, attr in self._meta.fields.items():
-            value = self._data[name]
+            value = self._data[name] if name in self._data else getattr(self, name)
             if simple and attr.secret and not reveal and value is not None:
                 out[name] = "***"
             else:
@@ -361,13 +345,13 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             attr = meta.fields.get(name)
             if attr is None:
                 raise meta.unknown_field(name)
-            value = self._data[name]
+            value = self._data[name] if name in self._data else getattr(self, name)
             if isinstance(attr, Pointer):
                 if (value.pk if value is not None else None) != (
                     expected.pk if isinstance(expected, ActiveRecord) else expected
                 ):
                     return False
-            elif value != attr.cast(expected):
+            elif attr.comparable(value) != attr.comparable(attr.cast(expected)):
                 return False
         return True
 
@@ -399,7 +383,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         conn = connection or configure.get_connection()
         meta = self._meta
         for name in meta.auto_now:
-            self._data[name] = meta.fields[name].now()  # type: ignore[attr-defined]
+            setattr(self, name, meta.fields[name].now())  # type: ignore[attr-defined]
         self._validate_for_save()
         if self._data[meta.pk] is None:
             self._data[meta.pk] = meta.fields[meta.pk].generate()  # type: ignore[attr-defined]
@@ -410,9 +394,13 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             "strings": {name: keys.stream_key(record, name) for name in meta.streams},
         }
 
-    def _validate_for_save(self) -> None:
+    def _validate_for_save(self, names: Iterable[str] | None = None) -> None:
+        """Refuse None in a null=False attribute and Pointers to unsaved records (of ``names``, or all loaded)."""
         meta = self._meta
-        for name, attr in meta.fields.items():
+        for name in meta.fields if names is None else names:
+            attr = meta.fields[name]
+            if name in self._deferred:
+                continue  # not loaded: save() leaves it as stored
             value = self._data[name]
             if value is None:
                 if not attr.null and name != meta.pk:
@@ -424,7 +412,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
                         value=None,
                         expected=attr._expected(),
                     )
-            elif isinstance(attr, Pointer) and value._stored is None:
+            elif isinstance(attr, Pointer) and type(value) is not BrokenReference and value._stored is None:
                 raise errors.UnsavedReferenceError(
                     f"{meta.label}.{name} points to an unsaved {value._meta.label}; "
                     "save the target before the record that points to it"

@@ -1,6 +1,8 @@
 """The Lua scripts repocket runs, loaded once per server and called by SHA.
 
-Each script lives in ``repocket/scripts/<name>.lua``. Calls go out as EVALSHA;
+Each script lives in ``repocket/scripts/<name>.lua``; the write and incr
+scripts start with the text of ``lib.lua``, the checks they share (Redis runs
+each script on its own, with no includes). Calls go out as EVALSHA;
 a server that does not know the script yet (first use, restart, failover)
 answers NOSCRIPT, and the script is loaded and the call repeated once.
 
@@ -25,13 +27,20 @@ from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from repocket import errors
 
+#: The library files each script's source starts with.
+INCLUDES: dict[str, tuple[str, ...]] = {"write": ("lib",), "incr": ("lib",)}
+
+
+def _read(name: str) -> str:
+    return resources.files("repocket").joinpath(f"scripts/{name}.lua").read_text("utf-8")
+
 
 class Script:
-    """One Lua script: its source and SHA1, called by SHA on a client."""
+    """One Lua script: its source (libraries first) and SHA1, called by SHA on a client."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = resources.files("repocket").joinpath(f"scripts/{name}.lua").read_text("utf-8")
+        self.source = "".join(_read(part) + "\n" for part in INCLUDES.get(name, ())) + _read(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
     def __call__(self, client: redis.Redis, keys: list[Any], args: list[Any]) -> Any:

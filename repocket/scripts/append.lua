@@ -1,7 +1,13 @@
 -- repocket: append to a ByteStream, only while its record exists.
 -- KEYS[1] the record hash, KEYS[2] the ByteStream string; ARGV[1] the bytes.
 -- Returns the string's new length, or -1 when the record is gone (nothing written).
-if redis.call("EXISTS", KEYS[1]) == 0 then return -1 end
+-- APPEND is the only write, so a failure of any command here writes nothing.
+local record = redis.call("TYPE", KEYS[1])["ok"]
+if record == "none" then return -1 end
+-- a record key that is not a hash is not a record: appending would give it a stream
+if record ~= "hash" then
+  return redis.error_reply("WRONGTYPE " .. KEYS[1] .. " is a " .. record)
+end
 local have = redis.call("TYPE", KEYS[2])["ok"]
 if have ~= "none" and have ~= "string" then
   return redis.error_reply("WRONGTYPE " .. KEYS[2] .. " is a " .. have)

@@ -1,35 +1,64 @@
 -- repocket: add to an Integer attribute inside Redis, keeping its envelope and indexes exact.
 --
--- KEYS[1] the record hash; KEYS[2] the field's sorted index when it is indexed.
--- ARGV[1] the field, ARGV[2] the amount, ARGV[3] the record id,
--- ARGV[4] "<prefix>:_eq:<field>:" when indexed, else "" (the equality sets of
--- the old and new value are named from it: they depend on the value read here),
--- ARGV[5] "1" when the model is versioned.
--- Returns {"ok", new value, new version or 0}, {"missing"}, {"shape"} (null or not an Integer
--- envelope), {"big"} (past 2^53: the caller adds exactly in Python instead) or
--- {"wrongtype", key, type}. Nothing is written unless it returns "ok".
+-- KEYS[1] the record hash; KEYS[2] the record's lease <prefix>:_lease:<id>;
+-- KEYS[3] the field's sorted index when it is indexed.
+-- ARGV[1] the field, ARGV[2] the amount (an integer below 2^52), ARGV[3] the
+-- record id, ARGV[4] "<prefix>:_eq:<field>:" when indexed, else "" (the
+-- equality sets of the old and new value are named from it: they depend on the
+-- value read here), ARGV[5] "1" when the model is versioned.
+-- Returns {"ok", new value, new version or 0}, {"missing"}, {"shape"} (null,
+-- not an Integer envelope, or not the exact text repocket writes), {"big"}
+-- (past 2^53: the caller adds exactly in Python instead), {"leased"} (another
+-- writer holds the record's lease: wait and call again), {"wrongtype", key,
+-- type} or {"corrupt", "_version", problem, value}. Every check runs before
+-- the first write, and nothing is written unless it returns "ok".
+
+-- The record hash and its lease must have their types: a command on a key of
+-- another type fails.
+for k, want in ipairs({"hash", "string"}) do
+  local have = redis.call("TYPE", KEYS[k])["ok"]
+  if have ~= "none" and have ~= want then return {"wrongtype", KEYS[k], have} end
+end
+-- Another writer holds the lease (write.lua): it is about to write this record.
+if lease_holder(KEYS[2]) then return {"leased"} end
 local raw = redis.call("HGET", KEYS[1], ARGV[1])
 if not raw then
   if redis.call("EXISTS", KEYS[1]) == 0 then return {"missing"} end
   return {"shape"}
 end
+-- Only the exact envelope repocket writes, holding a canonical JSON integer:
+-- the old value's equality set is named from this text, so "-0" or "007"
+-- would miss the entry repocket made. Anything else takes the checked path.
 local text = string.match(raw, '^{"type": "Integer", "value": (%-?%d+), "module": "repocket%.attributes"}$')
-if not text then return {"shape"} end
+if not text or (text ~= "0" and not string.match(text, "^%-?[1-9]%d*$")) then return {"shape"} end
+-- Both numbers must be integers a Lua number (a double) holds exactly.
 if #text > 15 then return {"big"} end
-local value = tonumber(text) + tonumber(ARGV[2])
+local step = tonumber(ARGV[2])
+if not step or step % 1 ~= 0 or step >= 4503599627370496 or step <= -4503599627370496 then
+  return redis.error_reply("repocket: the incr amount is not an integer below 2^52")
+end
+local value = tonumber(text) + step
 if value >= 9007199254740992 or value <= -9007199254740992 then return {"big"} end
 local new = string.format("%d", value)
-local touched = {}
-if ARGV[4] ~= "" then touched = {KEYS[2], ARGV[4] .. text, ARGV[4] .. new} end
-for k, key in ipairs(touched) do
-  local have = redis.call("TYPE", key)["ok"]
-  local want = (k == 1) and "zset" or "set"
-  if have ~= "none" and have ~= want then return {"wrongtype", key, have} end
+if ARGV[4] ~= "" then
+  -- the index keys must have their types too
+  for k, key in ipairs({KEYS[3], ARGV[4] .. text, ARGV[4] .. new}) do
+    local have = redis.call("TYPE", key)["ok"]
+    local want = (k == 1) and "zset" or "set"
+    if have ~= "none" and have ~= want then return {"wrongtype", key, have} end
+  end
 end
+-- The version counter must be one HINCRBY can add to (see lib.lua).
+if ARGV[5] == "1" then
+  local stored = redis.call("HGET", KEYS[1], "_version")
+  local problem = version_problem(stored, true)
+  if problem then return {"corrupt", "_version", problem, string.sub(stored, 1, 64)} end
+end
+
 redis.call("HSET", KEYS[1], ARGV[1],
   '{"type": "Integer", "value": ' .. new .. ', "module": "repocket.attributes"}')
 if ARGV[4] ~= "" then
-  redis.call("ZADD", KEYS[2], value, ARGV[3])
+  redis.call("ZADD", KEYS[3], value, ARGV[3])
   redis.call("SREM", ARGV[4] .. text, ARGV[3])
   redis.call("SADD", ARGV[4] .. new, ARGV[3])
 end

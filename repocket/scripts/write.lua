@@ -3,21 +3,28 @@
 -- Every save, delete and bulk operation is one call of this script. Each
 -- record's checks run before any record's writes, so a batch that would fail
 -- anywhere (a key of the wrong type, a record changed under the caller, a
--- unique value taken, a stale version) writes nothing at all.
+-- unique value taken, a stale version, a stored value a write command would
+-- fail on) writes nothing at all. Redis does not roll back a script that
+-- fails halfway, so the check phase also checks everything the write phase
+-- will use.
 --
--- ARGV[1] the number of records. Then, for each record:
+-- ARGV[1] the number of records, ARGV[2] the caller's lease token (random,
+-- one per write). Then, for each record:
 --   <nkeys> <types> <nchecks> <nwrites> <check args...> <write args...>
 -- where the record's keys are the next <nkeys> of KEYS (its first one is the
--- record hash), <types> has one letter per key for the type it must have if it
--- exists (h hash, s set, z sorted set, t string), and key numbers <k> in the
--- ops count from 1 within the record's own keys. Counts, not separators, delimit
--- the ops, so no value can be mistaken for one.
+-- record hash, its second the record's lease <prefix>:_lease:<id>), <types>
+-- has one letter per key for the type it must have if it exists (h hash,
+-- s set, z sorted set, t string), and key numbers <k> in the ops count from 1
+-- within the record's own keys. Counts, not separators, delimit the ops, so no
+-- value can be mistaken for one.
 --
 -- checks:  exists                      the hash must exist, else {"missing"}
 --          guard   <field> <expected>  HGET must equal expected ("" = absent),
 --                                      else {"conflict", field, current, ...}
 --          unique  <k> <token> <id>    HGET key k token must be absent or id,
---                                      else {"taken", k, token, holder}
+--                                      else {"taken", k, token, holder}; and no
+--                                      other record of the batch may claim it,
+--                                      else {"clash", k, token, other id}
 --          version <expected>          the hash's _version must equal expected
 --                                      ("" = absent), else {"stale", current}
 -- writes:  hset <field> <value> | set <k> <value> | del <k> | bump (_version + 1)
@@ -25,33 +32,119 @@
 --          zadd <k> <score> <member> | zrem <k> <member>
 --          uset <k> <token> <id> | udel <k> <token> <id> (only while held by id)
 --
+-- Other refusals: {"wrongtype", key, type}; {"corrupt", field, problem, value}
+-- (a stored value a write would fail on); {"leased"} (another writer holds the
+-- record's lease: wait and call again).
+--
+-- Leases. A guard miss returns the current values, and the caller plans again
+-- from them; under contention another writer may change them again in
+-- between, for ever. So a call refused for guard misses only gives the caller
+-- a lease on each record that missed (SET NX PX 2000, its token as the value).
+-- While a lease is held, every other writer's call touching the record is
+-- refused with {"leased"}, so the holder's next call, planned from the values
+-- returned, meets no guard miss; that call deletes the lease. A call that
+-- meets another writer's lease grants none, so a caller holding leases never
+-- waits for a lease whose holder waits for it (no deadlock). Any other refusal
+-- releases the caller's leases (it will not retry). A holder that crashed
+-- loses its lease when the 2 seconds are up.
+--
 -- Returns {"ok", <keys deleted by del, per record>...}, or
--- {"refused", <record number>, <its refusal>, ...} having written nothing.
+-- {"refused", <record number>, <its refusal>, ...} having written nothing but
+-- the leases described above.
 
+local LEASE_MS = 2000
 local letters = {h = "hash", s = "set", z = "zset", t = "string"}
+local check_arity = {exists = 1, guard = 3, unique = 4, version = 2}
+local write_arity = {hset = 3, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
+                     zadd = 4, zrem = 3, uset = 4, udel = 4}
+local token = ARGV[2]
+
+-- A ZADD score repocket writes: a finite decimal number, or +inf / -inf.
+local function valid_score(text)
+  if text == "+inf" or text == "-inf" then return true end
+  local n = string.match(text, "^%-?%d+%.?%d*[eE]?[-+]?%d*$") and tonumber(text)
+  return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
+end
+
+-- Every op must be known, within the record's args, and name one of the
+-- record's keys, so that no write can fail halfway on a malformed plan.
+-- Notes whether the record reads (version) or bumps its version counter.
+-- Messages quote no argument: a misaligned one may be a (secret) value.
+local function preflight(rec)
+  local j = rec.checks
+  while j < rec.writes do
+    local n = check_arity[ARGV[j]]
+    if not n then return "unknown check at argument " .. j end
+    if ARGV[j] == "version" then rec.versioned = true end
+    if ARGV[j] == "unique" then
+      local k = tonumber(ARGV[j + 1])
+      if not k or k < 1 or k > rec.nkeys then return "bad key number in unique" end
+    end
+    j = j + n
+  end
+  if j ~= rec.writes then return "the checks overrun their count" end
+  while j < rec.stop do
+    local op = ARGV[j]
+    local n = write_arity[op]
+    if not n then return "unknown write at argument " .. j end
+    if op == "bump" then
+      rec.versioned, rec.bump = true, true
+    elseif op ~= "hset" then
+      local k = tonumber(ARGV[j + 1])
+      if not k or k < 1 or k > rec.nkeys or k % 1 ~= 0 then return "bad key number in " .. op end
+      -- (the score is not quoted: it may stand for a secret value)
+      if op == "zadd" and not valid_score(ARGV[j + 2]) then return "a zadd score is not a number" end
+    end
+    j = j + n
+  end
+  if j ~= rec.stop then return "the writes overrun their count" end
+  return nil
+end
 
 local records = {}
-local i, base = 2, 0
+local i, base = 3, 0
 for r = 1, tonumber(ARGV[1]) do
   local nkeys, nchecks, nwrites = tonumber(ARGV[i]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local first = i + 4
-  records[r] = {base = base, nkeys = nkeys, types = ARGV[i + 1],
-                checks = first, writes = first + nchecks, stop = first + nchecks + nwrites}
+  local rec = {base = base, nkeys = nkeys, types = ARGV[i + 1],
+               checks = first, writes = first + nchecks, stop = first + nchecks + nwrites}
+  if nkeys < 2 or #rec.types ~= nkeys or base + nkeys > #KEYS or rec.stop - 1 > #ARGV then
+    return redis.error_reply("repocket: malformed write plan for record " .. r)
+  end
+  local problem = preflight(rec)
+  if problem then return redis.error_reply("repocket: record " .. r .. ": " .. problem) end
+  records[r] = rec
   base = base + nkeys
-  i = first + nchecks + nwrites
+  i = rec.stop
 end
 
 local typed = {}  -- keys whose type this call has checked already
 local function check(rec)
-  local hash = KEYS[rec.base + 1]
+  local hash, lease = KEYS[rec.base + 1], KEYS[rec.base + 2]
+  -- Each key must hold the type repocket keeps there (or not exist): a write
+  -- command on a key of another type fails. The lease first: whether the
+  -- caller holds it decides what a refusal does with it.
+  local have = redis.call("TYPE", lease)["ok"]
+  if have ~= "none" and have ~= "string" then return {"wrongtype", lease, have} end
+  typed[lease] = "string"
+  local holder = lease_holder(lease)
+  rec.holds = holder == token
   for k = 1, rec.nkeys do
     local key = KEYS[rec.base + k]
     local want = letters[string.sub(rec.types, k, k)]
     if typed[key] ~= want then
-      local have = redis.call("TYPE", key)["ok"]
-      if have ~= "none" and have ~= want then return {"wrongtype", key, have} end
+      local kind = redis.call("TYPE", key)["ok"]
+      if kind ~= "none" and kind ~= want then return {"wrongtype", key, kind} end
       typed[key] = want
     end
+  end
+  -- Another writer's lease: it is about to write this record (see Leases).
+  if holder and not rec.holds then return {"leased"} end
+  -- The version counter must be one HINCRBY can add to and the client can read.
+  if rec.versioned then
+    local raw = redis.call("HGET", hash, "_version")
+    local problem = version_problem(raw, rec.bump)
+    if problem then return {"corrupt", "_version", problem, string.sub(raw, 1, 64)} end
   end
   local present = redis.call("EXISTS", hash) == 1
   local conflicts = {}
@@ -60,27 +153,22 @@ local function check(rec)
     local op = ARGV[j]
     if op == "exists" then
       if not present then return {"missing"} end
-      j = j + 1
     elseif op == "guard" then
       local current = present and redis.call("HGET", hash, ARGV[j + 1]) or ""
       if current ~= ARGV[j + 2] then
         conflicts[#conflicts + 1] = ARGV[j + 1]
         conflicts[#conflicts + 1] = current
       end
-      j = j + 3
     elseif op == "unique" then
-      local holder = redis.call("HGET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
-      if holder and holder ~= ARGV[j + 3] then
-        return {"taken", ARGV[j + 1], ARGV[j + 2], holder}
+      local holder_id = redis.call("HGET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
+      if holder_id and holder_id ~= ARGV[j + 3] then
+        return {"taken", ARGV[j + 1], ARGV[j + 2], holder_id}
       end
-      j = j + 4
-    elseif op == "version" then
+    else  -- version
       local current = redis.call("HGET", hash, "_version") or ""
       if current ~= ARGV[j + 1] then return {"stale", current} end
-      j = j + 2
-    else
-      return redis.error_reply("repocket: unknown check " .. tostring(op))
     end
+    j = j + check_arity[op]
   end
   if #conflicts > 0 then
     table.insert(conflicts, 1, "conflict")
@@ -89,34 +177,49 @@ local function check(rec)
   return nil
 end
 
-local claims = {}  -- unique tokens claimed earlier in this batch
+local claims = {}  -- unique tokens claimed earlier in this batch: token -> id
 local function claim(rec)
   local j = rec.checks
   while j < rec.writes do
-    local op = ARGV[j]
-    if op == "unique" then
+    if ARGV[j] == "unique" then
       local slot = KEYS[rec.base + tonumber(ARGV[j + 1])] .. "\0" .. ARGV[j + 2]
       if claims[slot] and claims[slot] ~= ARGV[j + 3] then
-        return {"taken", ARGV[j + 1], ARGV[j + 2], claims[slot]}
+        return {"clash", ARGV[j + 1], ARGV[j + 2], claims[slot]}
       end
       claims[slot] = ARGV[j + 3]
-      j = j + 4
-    elseif op == "guard" then j = j + 3
-    elseif op == "version" then j = j + 2
-    else j = j + 1 end
+    end
+    j = j + check_arity[ARGV[j]]
   end
   return nil
 end
 
 local refused = {}
+local only_conflicts, met_lease = true, false
 for r, rec in ipairs(records) do
   local refusal = check(rec) or claim(rec)
   if refusal then
+    rec.refusal = refusal[1]
+    if refusal[1] == "leased" then met_lease = true
+    elseif refusal[1] ~= "conflict" then only_conflicts = false end
     refused[#refused + 1] = r
     refused[#refused + 1] = refusal
   end
 end
 if #refused > 0 then
+  for _, rec in ipairs(records) do
+    local lease = KEYS[rec.base + 2]
+    if not only_conflicts then
+      -- another refusal: the caller raises or plans anew, so it lets the others write
+      if rec.holds then redis.call("DEL", lease) end
+    elseif not met_lease and rec.refusal == "conflict" then
+      if rec.holds then
+        redis.call("PEXPIRE", lease, LEASE_MS)  -- ours already: renew it
+      else
+        -- NX: a lease key without expiry (not repocket's, see lease_holder) is left alone
+        redis.call("SET", lease, token, "PX", LEASE_MS, "NX")
+      end
+    end
+  end
   table.insert(refused, 1, "refused")
   return refused
 end
@@ -130,42 +233,31 @@ for _, rec in ipairs(records) do
     local op = ARGV[j]
     if op == "hset" then
       redis.call("HSET", hash, ARGV[j + 1], ARGV[j + 2])
-      j = j + 3
     elseif op == "bump" then
       redis.call("HINCRBY", hash, "_version", 1)
-      j = j + 1
     elseif op == "set" then
       redis.call("SET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
-      j = j + 3
     elseif op == "del" then
       deleted = deleted + redis.call("DEL", KEYS[rec.base + tonumber(ARGV[j + 1])])
-      j = j + 2
     elseif op == "sadd" then
       redis.call("SADD", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
-      j = j + 3
     elseif op == "srem" then
       redis.call("SREM", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
-      j = j + 3
     elseif op == "zadd" then
       redis.call("ZADD", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2], ARGV[j + 3])
-      j = j + 4
     elseif op == "zrem" then
       redis.call("ZREM", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
-      j = j + 3
     elseif op == "uset" then
       redis.call("HSET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2], ARGV[j + 3])
-      j = j + 4
-    elseif op == "udel" then
+    else  -- udel (preflight admitted no other op)
       local key = KEYS[rec.base + tonumber(ARGV[j + 1])]
       if redis.call("HGET", key, ARGV[j + 2]) == ARGV[j + 3] then
         redis.call("HDEL", key, ARGV[j + 2])
       end
-      j = j + 4
-    else
-      -- unreachable for plans built by repocket: checks ran, nothing may fail here
-      return redis.error_reply("repocket: unknown write " .. tostring(op))
     end
+    j = j + write_arity[op]
   end
+  if rec.holds then redis.call("DEL", KEYS[rec.base + 2]) end
   out[#out + 1] = deleted
 end
 return out

@@ -159,6 +159,30 @@ def ids_in_database(client: redis_py.Redis) -> set[str]:
     return {b.decode() for b in found}
 
 
+def key_contents(client: redis_py.Redis) -> dict[bytes, tuple[bytes, Any]]:
+    """Every key of the database with its type and full contents, in a canonical order.
+
+    (DUMP is not canonical: a hash table's order may change on a mere read.)
+    """
+    out: dict[bytes, tuple[bytes, Any]] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            value: Any = client.get(key)
+        elif kind == b"hash":
+            value = sorted(client.hgetall(key).items())
+        elif kind == b"set":
+            value = sorted(client.smembers(key))
+        elif kind == b"zset":
+            value = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"list":
+            value = client.lrange(key, 0, -1)
+        else:
+            value = client.dump(key)
+        out[key] = (kind, value)
+    return out
+
+
 def check_report(model: type[ActiveRecord], connection: redis_py.Redis | None = None) -> Any:
     """``model.objects.check()`` on ``connection`` (default: the global pool)."""
     return model.objects.using(connection).check()

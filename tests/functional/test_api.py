@@ -897,14 +897,15 @@ def test_pointer_null_none_round_trips(repocket_connection: redis_py.Redis) -> N
 
 
 def test_pointer_broken_raises_naming_both_keys(repocket_connection: redis_py.Redis) -> None:
-    """A non-null Pointer whose target was deleted raises BrokenReferenceError naming both keys."""
+    """A non-null Pointer whose target was deleted loads; reading it raises BrokenReferenceError naming both keys."""
     project = Project.create(name="gone")
     build = Build.create(project=project)
     project_key = f"{prefix(Project)}:{project.id}"
     build_key = f"{prefix(Build)}:{build.id}"
     project.delete()
+    loaded = Build.objects.get(id=build.id)
     with pytest.raises(errors.BrokenReferenceError) as info:
-        Build.objects.get(id=build.id)
+        loaded.project  # noqa: B018
     assert project_key in str(info.value) and build_key in str(info.value)
     assert isinstance(info.value, errors.RepocketError)
 

@@ -495,16 +495,23 @@ def _closed_uuid() -> str:
 
 
 def test_wrong_password_fails_without_echoing_it_and_right_one_works(server: RedisServer) -> None:
-    """Against a server with a password, a wrong one raises RedisConnectionError without echoing it."""
+    """Against a server with a password, a wrong or missing one raises RedisAuthenticationError, never echoing it."""
     good, bad = "right-Horse-42", "wrong-Battery-17"
     admin = redis_py.Redis.from_url(server.url)
     admin.config_set("requirepass", good)
     admin.close()
     try:
-        configure_on(server, password=bad)
-        with pytest.raises(errors.RedisConnectionError) as info:
-            Hits.create(name="x")
-        assert bad not in str(info.value) and good not in str(info.value)
+        for password, says in ((bad, "wrong password"), (None, "needs a password")):
+            configure_on(server, password=password)
+            for action in (lambda: Hits.create(name="x"), lambda: Hits.objects.get(id=_closed_uuid()),
+                           lambda: list(Hits.objects.filter(count=1)), lambda: Hits.objects.check()):
+                with pytest.raises(errors.RedisAuthenticationError) as info:
+                    action()
+                assert isinstance(info.value, errors.RedisConnectionError)
+                message = str(info.value)
+                assert "refused the credentials" in message and says in message, message
+                assert "unreachable" not in message
+                assert secret_free(message + repr(info.value), good, bad)
         configure_on(server, password=good)
         assert Hits.create(name="y").name == "y"
         assert secret_free(repr(configure.get_connection()), good, bad)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from repocket import errors
+from repocket import errors, store
 from tests.functional import integrity_models as im
 from tests.functional.integrity_models import (
     Account,
@@ -27,6 +27,7 @@ from tests.functional.integrity_models import (
     Vault,
     Wide,
 )
+from tests.roundtrips import count_round_trips
 
 #: Races run in this module, by kind (each race test prints its line; run with -s to see them).
 RACES: dict[str, int] = {}
@@ -675,3 +676,185 @@ def test_secret_attributes_are_masked_in_repr_and_simple_dict(conn: redis_py.Red
         assert record.token == "tok-9f8e7d"
     assert_clean(Vault)
 
+
+
+SECRET_TOKEN = "tok-S3CRET-9f8e7d"
+
+
+def _error_chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and every exception reachable through ``__cause__`` and ``__context__``."""
+    seen: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+def _assert_secret_free(exc: BaseException, *secrets: str) -> None:
+    """No secret in the message, repr, args or attributes of ``exc`` or of anything it chains to."""
+    for link in _error_chain(exc):
+        for text in (str(link), repr(link), repr(link.args), repr(getattr(link, "__dict__", {}))):
+            for secret in secrets:
+                assert secret not in text, (type(link).__name__, text)
+
+
+@pytest.mark.parametrize(
+    ("field", "stored"),
+    [
+        ("token", b'{"type": "Unicode", "value": 12345678, "module": "repocket.attributes"}'),
+        ("token", b'{"type": "Unicode", "value": "' + SECRET_TOKEN.encode() + b'" "module": "repocket.attributes"}'),
+        ("token", b'{"type": "Unicode", "value": "' + SECRET_TOKEN.encode() + b'"'),
+        ("token", SECRET_TOKEN.encode()),
+        ("token", b'{"type": "Unicode", "value": "' + SECRET_TOKEN.encode() + b'", "module": "repocket.attributes",'
+                  b' "x": 1}'),
+        ("pin", b'{"type": "Integer", "value": "12345678", "module": "repocket.attributes"}'),
+        ("pin", b'{"type": "Integer", "value": 12345678.5, "module": "repocket.attributes"}'),
+        ("pin", b'{"type": "Integer", "value": 12345678, "module": "repocket.attributes"'),
+    ],
+    ids=["number-for-text", "bad-json-quoted", "truncated", "raw", "extra-member", "text-for-int",
+         "float-for-int", "int-truncated"],
+)
+def test_a_corrupt_secret_field_never_shows_its_value(conn: redis_py.Redis, field: str, stored: bytes) -> None:
+    """A corrupt secret field raises CorruptRecordError whose message, repr and chain never hold the value."""
+    vault = Vault.create(owner="ann", token="placeholder", pin=1)
+    conn.hset(vault._key(), field, stored)
+    secrets = (SECRET_TOKEN, "12345678")
+    with pytest.raises(errors.CorruptRecordError) as info:
+        Vault.objects.get(id=vault.id)
+    assert (info.value.key, info.value.field) == (vault._key(), field)
+    _assert_secret_free(info.value, *secrets)
+    for _, message in Vault.objects.check().corrupt_records:
+        assert SECRET_TOKEN not in message and "12345678" not in message
+    if field == "pin":  # the write path decodes the stored value too
+        with pytest.raises(errors.CorruptRecordError) as info:
+            vault.incr("pin", 2**60)
+        _assert_secret_free(info.value, *secrets)
+
+
+def test_an_increment_error_on_a_secret_never_shows_the_values(conn: redis_py.Redis) -> None:
+    """incr of a secret attribute that holds None says so without showing the amount."""
+    vault = Vault.create(owner="ann", token="t", pin=None)
+    with pytest.raises(errors.ValidationError) as info:
+        vault.incr("pin", 987654321)
+    assert "987654321" not in str(info.value)
+
+
+# -- bulk clashes, deletes by id, partial writes -----------------------------------------------------
+
+
+def test_a_unique_clash_inside_one_batch_names_both_records_and_writes_nothing(conn: redis_py.Redis) -> None:
+    """bulk_create of two records sharing a unique value says both hold it in the batch, and writes none."""
+    first, second = Account(email="same@example.org"), Account(email="same@example.org")
+    with pytest.raises(errors.UniqueConstraintError) as info:
+        Account.objects.bulk_create([first, second])
+    message = str(info.value)
+    assert str(first.id) in message and str(second.id) in message
+    assert "same batch" in message and "nothing was written" in message
+    assert "already used" not in message
+    assert (info.value.field, info.value.value) == ("email", "same@example.org")
+    assert im.ids_in_database(conn) == set()
+
+
+def test_deleting_a_never_loaded_versioned_record_by_id_deletes_it(conn: redis_py.Redis) -> None:
+    """Ledger(id=x).delete() claims no version: it deletes the record and its index entries."""
+    record = Ledger.create(label="a", balance=5)
+    record.balance = 6
+    record.save()
+    assert Ledger(id=record.id).delete() == 1
+    assert not conn.exists(record._key())
+    assert Ledger.objects.filter(balance=6) == [] and Ledger.objects.filter(balance=0) == []
+    assert im.ids_in_database(conn) == set()
+    assert_clean(Ledger)
+
+
+def test_save_with_fields_writes_only_those_attributes(conn: redis_py.Redis) -> None:
+    """save_instances(fields=...) writes only the named attributes (and their indexes) of existing records."""
+    records = [Profile.create(name=f"n{i}", bio="old", age=i, avatar=b"a") for i in range(3)]
+    copies = [Profile.objects.get(id=r.id) for r in records]
+    for copy in copies:
+        copy.name, copy.bio, copy.avatar = copy.name + "!", "new", b"b"
+    with count_round_trips() as trips:
+        store.save_instances(conn, Profile._meta, copies, fields=["name", "avatar"])
+    assert trips.count == 1
+    for record in records:
+        stored = Profile.objects.get(id=record.id)
+        assert (stored.name, stored.bio, stored.avatar) == (record.name + "!", "old", b"b")
+        assert Profile.objects.filter(name=record.name + "!") == [stored]
+    assert_clean(Profile)
+
+
+def test_save_with_fields_and_force_writes_them_even_when_unchanged_locally(conn: redis_py.Redis) -> None:
+    """fields=... with force=True writes the named attributes as the instance holds them, changed or not."""
+    record = Profile.create(name="mine", bio="mine", age=1)
+    copy = Profile.objects.get(id=record.id)
+    other = Profile.objects.get(id=record.id)
+    other.name, other.bio = "theirs", "theirs"
+    other.save()
+    store.save_instances(conn, Profile._meta, [copy], force=True, fields=["name"])
+    stored = Profile.objects.get(id=record.id)
+    assert (stored.name, stored.bio) == ("mine", "theirs")
+    assert Profile.objects.filter(name="mine") == [stored] and Profile.objects.filter(name="theirs") == []
+    assert_clean(Profile)
+
+
+def test_save_with_fields_of_instances_never_loaded_keeps_the_other_attributes(conn: redis_py.Redis) -> None:
+    """Profile(id=x, name=...) saved with fields=["name"] changes only the name, and moves its index entry."""
+    record = Profile.create(name="old", bio="kept", age=7)
+    store.save_instances(conn, Profile._meta, [Profile(id=record.id, name="new")], fields=["name"])
+    stored = Profile.objects.get(id=record.id)
+    assert (stored.name, stored.bio, stored.age) == ("new", "kept", 7)
+    assert Profile.objects.filter(name="old") == [] and Profile.objects.filter(name="new") == [stored]
+    assert_clean(Profile)
+
+
+def test_save_with_fields_of_a_missing_record_raises_and_writes_nothing(conn: redis_py.Redis) -> None:
+    """A batch saved with fields=... where one record is gone raises DoesNotExist naming it, writing nothing."""
+    records = [Profile.create(name=f"n{i}", age=i) for i in range(3)]
+    copies = [Profile.objects.get(id=r.id) for r in records]
+    records[1].delete()
+    for copy in copies:
+        copy.name = "changed"
+    before = im.key_contents(conn)
+    with pytest.raises(Profile.DoesNotExist) as info:
+        store.save_instances(conn, Profile._meta, copies, fields=["name"])
+    assert records[1]._key() in str(info.value)
+    assert im.key_contents(conn) == before
+
+
+def _deferred_copy(record: Profile, *deferred: str) -> Profile:
+    """A loaded copy of ``record`` without the attributes ``deferred``, as only()/defer() load it."""
+    copy = Profile.objects.get(id=record.id)
+    for name in deferred:
+        del copy._data[name]
+        copy._stored.pop(name.encode(), None)  # type: ignore[union-attr]
+        copy._stored_streams.pop(name, None)
+    copy._deferred = frozenset(deferred)
+    return copy
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_deferred_attributes_are_never_written(conn: redis_py.Redis, force: bool) -> None:
+    """A copy loaded without age and avatar writes its name only, even with force=True."""
+    record = Profile.create(name="a", bio="b", age=3, avatar=b"pic")
+    copy = _deferred_copy(record, "age", "avatar")
+    copy.name = "z"
+    store.save_instances(conn, Profile._meta, [copy], force=force)
+    stored = Profile.objects.get(id=record.id)
+    assert (stored.name, stored.bio, stored.age, stored.avatar) == ("z", "b", 3, b"pic")
+    assert Profile.objects.filter(age=3) == [stored]
+    assert_clean(Profile)
+
+
+def test_a_deferred_copy_of_a_deleted_record_raises_does_not_exist(conn: redis_py.Redis) -> None:
+    """A copy loaded without some attributes cannot write its record anew: DoesNotExist, nothing written."""
+    record = Profile.create(name="a", age=3)
+    copy = _deferred_copy(record, "age")
+    record.delete()
+    copy.name = "z"
+    with pytest.raises(Profile.DoesNotExist):
+        store.save_instances(conn, Profile._meta, [copy])
+    assert im.ids_in_database(conn) == set()
