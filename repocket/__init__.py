@@ -17,6 +17,7 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from repocket import attributes, errors
+from repocket.aggregates import Avg, Count, Max, Min, Sum
 from repocket.connections import configure
 from repocket.errors import (
     BrokenReferenceError,
@@ -39,16 +40,21 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 
 __all__ = [
     "ActiveRecord",
+    "Avg",
     "BrokenReferenceError",
     "ConflictError",
     "CorruptRecordError",
+    "Count",
     "DoesNotExist",
     "Manager",
+    "Max",
+    "Min",
     "MultipleObjectsReturned",
     "QuerySet",
     "RepocketActiveRecordDefinitionError",
     "RepocketError",
     "ResultSet",
+    "Sum",
     "ValidationError",
     "__version__",
     "attributes",

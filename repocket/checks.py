@@ -228,9 +228,26 @@ def check(model: type[ActiveRecord], *, repair: bool = False,
                 _add(pipe, key, kind, member, score)
             pipe.execute()
             report.repaired = True
+        if repair and report.broken_pointers:
+            report.repaired = _null_broken_pointers(conn, meta, report.broken_pointers) or report.repaired
     except RedisError as exc:
         raise store.wrap_redis_error(exc, meta, None) from exc
     return report
+
+
+def _null_broken_pointers(conn: redis.Redis, meta: ModelOptions,
+                          broken: list[tuple[str, str, str]]) -> bool:
+    """The repair rule for broken pointers: a ``null=True`` one is set to None (which is how it
+    reads already), through the write script so its index stays exact; a ``null=False`` one is
+    left for the application to decide (delete the record, or point it elsewhere)."""
+    nullable = [(key, name) for key, name, _ in broken if meta.fields[name].null]
+    for key, name in nullable:
+        record = store.load(conn, meta, [key])[0]
+        if record is None:
+            continue  # deleted since
+        record._data[name] = None
+        store.save_instances(conn, meta, [record], fields=[name])
+    return bool(nullable)
 
 
 _BOOKKEEPING_TYPES = {"_ids": "set", "_eq": "set", "_null": "set", "_sort": "zset", "_lex": "zset", "_unique": "hash"}

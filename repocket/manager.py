@@ -6,12 +6,13 @@ so chained queries never share state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import redis
 
+    from repocket.aggregates import Aggregate
     from repocket.checks import CheckReport
     from repocket.model import ActiveRecord
     from repocket.query import QuerySet
@@ -102,6 +103,52 @@ class Manager(Generic[M]):
         """Tuples (or, with ``flat``, single values) of the given attributes."""
         return self.get_queryset().values_list(*fields, flat=flat)
 
+    def none(self) -> QuerySet[M]:
+        """A query matching nothing, evaluated without asking Redis."""
+        return self.get_queryset().none()
+
+    def reverse(self) -> QuerySet[M]:
+        """Every record by descending primary key."""
+        return self.get_queryset().reverse()
+
+    def only(self, *fields: str) -> QuerySet[M]:
+        """Every record, loading only these attributes (HMGET)."""
+        return self.get_queryset().only(*fields)
+
+    def defer(self, *fields: str) -> QuerySet[M]:
+        """Every record, loading all attributes but these."""
+        return self.get_queryset().defer(*fields)
+
+    def distinct(self) -> QuerySet[M]:
+        """Every record; values()/values_list() rows without repeats."""
+        return self.get_queryset().distinct()
+
+    def earliest(self, *fields: str) -> M:
+        """The first record ordered by ``fields``; DoesNotExist when there is none."""
+        return self.get_queryset().earliest(*fields)
+
+    def latest(self, *fields: str) -> M:
+        """The last record ordered by ``fields``; DoesNotExist when there is none."""
+        return self.get_queryset().latest(*fields)
+
+    def in_bulk(self, id_list: Iterable[Any] | None = None, *, field_name: str = "pk") -> dict[Any, M]:
+        """Records keyed by primary key (or a unique attribute), read by key in one round trip."""
+        return self.get_queryset().in_bulk(id_list, field_name=field_name)
+
+    def aggregate(self, *args: Aggregate, **kwargs: Aggregate) -> dict[str, Any]:
+        """Count, Sum, Avg, Min and Max over every record; see :meth:`repocket.query.QuerySet.aggregate`."""
+        return self.get_queryset().aggregate(*args, **kwargs)
+
+    def get_or_create(self, defaults: dict[str, Any] | None = None, **lookups: Any) -> tuple[M, bool]:
+        """The record matching ``lookups``, or a new one; ``(record, created)``. Race-free on a unique lookup."""
+        return self.get_queryset().get_or_create(defaults, **lookups)
+
+    def update_or_create(self, defaults: dict[str, Any] | None = None, *,
+                         create_defaults: dict[str, Any] | None = None,
+                         **lookups: Any) -> tuple[M, bool]:
+        """Update the record matching ``lookups`` with ``defaults``, or create it; ``(record, created)``."""
+        return self.get_queryset().update_or_create(defaults, create_defaults=create_defaults, **lookups)
+
     # -- writes ------------------------------------------------------------------
 
     def create(self, **kwargs: Any) -> M:
@@ -117,6 +164,10 @@ class Manager(Generic[M]):
         from repocket.query import bulk_save
 
         return bulk_save(self.model, list(instances), batch_size, self._connection)
+
+    def bulk_update(self, objs: Iterable[M], fields: Sequence[str], batch_size: int = 500) -> int:
+        """Write ``fields`` of saved records, ``batch_size`` per atomic call; returns how many."""
+        return self.get_queryset().bulk_update(objs, fields, batch_size=batch_size)
 
     def reindex(
         self,

@@ -18,24 +18,26 @@ into Redis: only the records of the slice are fetched.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import math
 import operator
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from redis.exceptions import RedisError
 
-from repocket import attributes, errors, indexes, keys, store
+from repocket import aggregates, attributes, errors, indexes, keys, store
+from repocket.aggregates import Aggregate
 from repocket.connections import configure
 from repocket.model import ActiveRecord
 
 if TYPE_CHECKING:
     import redis
 
-    from repocket.model import ModelOptions
+    from repocket.options import ModelOptions
 
 M = TypeVar("M", bound=ActiveRecord)
 
@@ -54,12 +56,14 @@ def _sort_key(field: str) -> Callable[[Any], Any]:
             if value is None:
                 break
             value = value._data[part]
-        if value is None:
+        if value is None or type(value) is attributes.BrokenReference:
             return (0, 0)
         if isinstance(value, ActiveRecord):
             return (1, str(value.pk))
         if _is_nan(value):
             return (2, 0)  # NaN has no order: after every number
+        if isinstance(value, datetime.datetime) and value.utcoffset() is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)  # naive counts as UTC
         return (1, value)
 
     return key
@@ -91,7 +95,9 @@ def sort_records(records: list[Any], fields: Sequence[str]) -> list[Any]:
         descending = field.startswith("-")
         name = field.lstrip("-")
         attr = out[0]._meta.fields.get(name) if out else None
-        if attr is not None and not isinstance(attr, attributes.Pointer):
+        if isinstance(attr, attributes.DateTime) or name == "pk":
+            out.sort(key=_sort_key(out[0]._meta.pk if name == "pk" else name), reverse=descending)
+        elif attr is not None and not isinstance(attr, attributes.Pointer):
             out.sort(key=_plain_sort_key(name), reverse=descending)
         else:
             out.sort(key=_sort_key(name), reverse=descending)
@@ -128,6 +134,8 @@ class ResultSet(list):  # type: ignore[type-arg]
 
 def _check_order_field(meta: ModelOptions, field: str) -> None:
     name, _, rest = field.lstrip("-").partition("__")
+    if name == "pk" and not rest:
+        return
     attr = meta.fields.get(name)
     if attr is None:
         raise meta.unknown_field(name)
@@ -176,9 +184,24 @@ LOOKUPS: dict[str, Callable[[Any, Any], bool]] = {
     "isnull": lambda value, wanted: (value is None) == wanted,
     "startswith": lambda value, wanted: isinstance(value, (str, bytes)) and value.startswith(wanted),
     "istartswith": lambda value, wanted: isinstance(value, str) and value.casefold().startswith(wanted.casefold()),
+    "endswith": lambda value, wanted: isinstance(value, (str, bytes)) and value.endswith(wanted),
+    "iendswith": lambda value, wanted: isinstance(value, str) and value.casefold().endswith(wanted.casefold()),
     "contains": lambda value, wanted: value is not None and _contains(value, wanted),
     "icontains": lambda value, wanted: isinstance(value, str) and wanted.casefold() in value.casefold(),
+    "regex": lambda value, wanted: isinstance(value, str) and wanted.search(value) is not None,
+    "iregex": lambda value, wanted: isinstance(value, str) and wanted.search(value) is not None,
 }
+
+#: Lookups that only make sense on text (Unicode attributes).
+_TEXT_LOOKUPS = frozenset({"iexact", "istartswith", "iendswith", "icontains", "regex", "iregex"})
+
+
+def _unknown_lookup(meta: ModelOptions, expression: str, name: str) -> errors.UnknownFieldError:
+    return errors.UnknownFieldError(
+        f"{meta.label}: unknown lookup {name!r} in {expression!r}; supported lookups: "
+        f"{', '.join(LOOKUPS)} (a Pointer may be followed once: field__target_field__lookup)",
+        model=meta.label, field=expression, valid=meta.field_names(),
+    )
 
 
 class Lookup:
@@ -188,26 +211,30 @@ class Lookup:
         parts = expression.split("__")
         op = parts[-1] if len(parts) > 1 and parts[-1] in LOOKUPS else "exact"
         path = parts[:-1] if op != "exact" or parts[-1] == "exact" else parts
-        if len(path) > 2 or not path:
+        if not path or not path[0]:
             raise meta.unknown_field(expression, "lookup")
         if path[0] == "pk":
             path[0] = meta.pk
         attr = meta.fields.get(path[0])
         if attr is None:
             raise meta.unknown_field(path[0])
+        if len(path) > 1 and not isinstance(attr, attributes.Pointer):
+            raise _unknown_lookup(meta, expression, path[1])
+        if len(path) > 2:
+            target_fields = attr.to_model._meta.fields  # type: ignore[attr-defined]
+            if path[1] in target_fields and not isinstance(target_fields[path[1]], attributes.Pointer):
+                raise _unknown_lookup(meta, expression, path[2])
+            raise meta.unknown_field(expression, "lookup (a Pointer is followed one level deep)")
         self.field = path[0]
         self.attr = attr
         self._pointer = isinstance(attr, attributes.Pointer)
+        #: DateTime values compare as instants (a naive value counts as UTC).
+        self._instant = isinstance(attr, attributes.DateTime)
         self.sub: Lookup | None = None
         self.op = op
         self.value: Any
         if len(path) == 2:
-            if not isinstance(attr, attributes.Pointer):
-                raise errors.UnknownFieldError(
-                    f"{meta.label}.{path[0]} is not a Pointer; {expression!r} cannot follow it",
-                    model=meta.label, field=expression, valid=meta.field_names(),
-                )
-            target = attr.to_model._meta
+            target = attr.to_model._meta  # type: ignore[attr-defined]
             self.sub = Lookup(target, "__".join(path[1:] + [op]), value)
             self.value = self.sub.value
             return
@@ -218,35 +245,52 @@ class Lookup:
         if op == "isnull":
             return bool(value)
         if op == "in":
+            if isinstance(value, (str, bytes, bytearray, dict)) or not hasattr(value, "__iter__"):
+                raise errors.ValidationError(
+                    f"{meta.label}.{self.field}__in takes a list, tuple or set of values, "
+                    f"not a {type(value).__name__}",
+                    model=meta.label, field=self.field, value=None, expected="a list of values",
+                )
             return [self._cast_one(v) for v in value]
         if op == "range":
             low, high = value
             return (self._cast_one(low), self._cast_one(high))
         if op in ("contains", "icontains") and isinstance(attr, attributes.JSON):
             return value
-        if op in ("icontains", "istartswith", "iexact") and not isinstance(attr, attributes.Unicode):
+        if op in _TEXT_LOOKUPS and not isinstance(attr, attributes.Unicode):
             raise errors.ValidationError(
-                f"{meta.label}.{self.field}: the {op} lookup works on Unicode attributes only",
-                model=meta.label, field=self.field, value=value, expected="a Unicode attribute",
+                f"{meta.label}.{self.field}: the {op} lookup works on Unicode attributes only, "
+                f"and {self.field} is {type(attr).__name__}",
+                model=meta.label, field=self.field, value=None, expected="a Unicode attribute",
             )
+        if op in ("regex", "iregex"):
+            if not isinstance(value, str):
+                raise attr._invalid(value)
+            try:
+                return re.compile(value, re.IGNORECASE if op == "iregex" else 0)
+            except re.error as exc:
+                raise errors.ValidationError(
+                    f"{meta.label}.{self.field}__{op}: invalid regular expression ({exc})",
+                    model=meta.label, field=self.field, value=None, expected="a regular expression",
+                ) from None
         return self._cast_one(value)
 
     def _cast_one(self, value: Any) -> Any:
         if isinstance(self.attr, attributes.Pointer):
             return _pointer_pk(self.attr, value)
-        return self.attr.cast(value)
+        return self.attr.comparable(self.attr.cast(value))
 
     def value_of(self, record: Any) -> Any:
         value = record._data[self.field]
-        if isinstance(self.attr, attributes.Pointer) and self.sub is None:
+        if self._pointer and self.sub is None:
             return None if value is None else value.pk
-        return value
+        return self.attr.comparable(value) if self._instant else value
 
     def matches(self, record: Any) -> bool:
         if self.sub is not None:
             target = record._data[self.field]
-            return target is not None and self.sub.matches(target)
-        if self.op == "exact" and not self._pointer:
+            return isinstance(target, ActiveRecord) and self.sub.matches(target)
+        if self.op == "exact" and not self._pointer and not self._instant:
             return bool(record._data[self.field] == self.value)  # the common case, inlined
         return LOOKUPS[self.op](self.value_of(record), self.value)
 
@@ -383,6 +427,12 @@ class QuerySet(Generic[M]):
         self._low = 0
         self._high: int | None = None
         self._cache: ResultSet | None = None
+        #: ``none()``: matches nothing, and never asks Redis.
+        self._empty = False
+        #: ``only()``/``defer()``: the attributes to load (None: all of them).
+        self._fields: frozenset[str] | None = None
+        #: ``distinct()``: values()/values_list() drop repeated rows.
+        self._distinct = False
 
     def _clone(self) -> QuerySet[M]:
         clone = QuerySet(self.model, self._connection)
@@ -390,6 +440,7 @@ class QuerySet(Generic[M]):
         clone._excludes = list(self._excludes)
         clone._order = self._order
         clone._low, clone._high = self._low, self._high
+        clone._empty, clone._fields, clone._distinct = self._empty, self._fields, self._distinct
         return clone
 
     @property
@@ -433,12 +484,69 @@ class QuerySet(Generic[M]):
         ``order_by("name").order_by("city")`` orders by city, then name.
         """
         self._check_unsliced("order")
+        meta = self.model._meta
         for field in fields:
-            _check_order_field(self.model._meta, field)
+            _check_order_field(meta, field)
+        fields = tuple(("-" if f.startswith("-") else "") + meta.pk if f.lstrip("-") == "pk" else f
+                       for f in fields)
         clone = self._clone()
         clone._order = tuple(fields) + tuple(f for f in self._order if f.lstrip("-") not in
                                              {g.lstrip("-") for g in fields})
         return clone
+
+    def reverse(self) -> QuerySet[M]:
+        """The same query in the opposite order (an unordered query: by descending pk)."""
+        self._check_unsliced("reverse")
+        clone = self._clone()
+        order = self._order or (self.model._meta.pk,)
+        clone._order = tuple(f[1:] if f.startswith("-") else "-" + f for f in order)
+        return clone
+
+    def none(self) -> QuerySet[M]:
+        """A query that matches nothing, evaluated without asking Redis."""
+        clone = self._clone()
+        clone._empty = True
+        return clone
+
+    def distinct(self) -> QuerySet[M]:
+        """A query whose :meth:`values` and :meth:`values_list` drop repeated rows.
+
+        Records are distinct already; rows of values keep their first occurrence, in order.
+        """
+        clone = self._clone()
+        clone._distinct = True
+        return clone
+
+    def only(self, *fields: str) -> QuerySet[M]:
+        """Load only these attributes (and the primary key), with HMGET instead of HGETALL.
+
+        Reading another attribute of a loaded record fetches the deferred ones
+        then (one round trip); ``save()`` never writes attributes it did not load.
+        """
+        meta = self.model._meta
+        clone = self._clone()
+        clone._fields = frozenset(self._field_names(fields, "only")) | {meta.pk}
+        return clone
+
+    def defer(self, *fields: str) -> QuerySet[M]:
+        """Load every attribute but these; see :meth:`only`."""
+        meta = self.model._meta
+        names = set(self._field_names(fields, "defer"))
+        if meta.pk in names:
+            raise errors.ValidationError(f"{meta.label}.{meta.pk}: the primary key cannot be deferred",
+                                         model=meta.label, field=meta.pk, value=None)
+        loaded = self._fields if self._fields is not None else frozenset(meta.fields)
+        clone = self._clone()
+        clone._fields = loaded - names
+        return clone
+
+    def _field_names(self, fields: Sequence[str], what: str) -> list[str]:
+        meta = self.model._meta
+        names = [meta.pk if name == "pk" else name for name in fields]
+        for name in names:
+            if name not in meta.fields:
+                raise meta.unknown_field(name)
+        return names
 
     def using(self, connection: redis.Redis | None) -> QuerySet[M]:
         """The same query on another client."""
@@ -558,6 +666,8 @@ class QuerySet(Generic[M]):
     def _order_candidates(self, ids: list[str], index_key: str, null_key: str, limit: float,
                           descending: bool) -> tuple[list[str], bool] | None:
         """A known candidate set in order, from its scores alone: O(candidates), not O(model)."""
+        if not ids:
+            return [], False
         pipe = self._conn.pipeline(transaction=False)
         pipe.zmscore(index_key, ids)
         pipe.smismember(null_key, ids)
@@ -606,8 +716,30 @@ class QuerySet(Generic[M]):
 
     def _load(self, ids: Sequence[str]) -> list[Any]:
         meta = self.model._meta
-        records = store.load(self._conn, meta, [meta.key(pk) for pk in ids])
-        return [r for r in records if r is not None]
+        fields = self._loaded_fields()
+        records = [r for r in store.load(self._conn, meta, [meta.key(pk) for pk in ids], fields=fields)
+                   if r is not None]
+        if fields is not None:
+            for record in records:
+                record._loaded_with = self._connection  # where its deferred attributes are read
+        return records
+
+    def _loaded_fields(self) -> frozenset[str] | None:
+        """What to fetch of each record: ``only()``'s fields plus those the query checks or orders by."""
+        if self._fields is None:
+            return None
+        needed = {lookup.field for lookup in self._filters}
+        needed.update(lookup.field for group in self._excludes for lookup in group)
+        needed.update(field.lstrip("-").split("__")[0] for field in self._order)
+        return self._fields | needed
+
+    def _pk_ordered(self, ids: list[str] | None) -> tuple[list[str], bool] | None:
+        """Candidates in primary key order, when that is the query's order: ids sort as their UUIDs do."""
+        pk = self.model._meta.pk
+        if self._order not in ((pk,), ("-" + pk,)):
+            return None
+        ordered = sorted(self._all_ids() if ids is None else ids)
+        return (ordered[::-1] if self._order[0].startswith("-") else ordered), False
 
     def _stream(self, chunk_size: int, materialize: bool = False) -> tuple[Iterator[Any], bool]:
         """Matching records, and whether they come in this query's order (from an index).
@@ -618,15 +750,19 @@ class QuerySet(Generic[M]):
         ``materialize``-d whole, with nothing sliced, is sorted in Python:
         cheaper than reading the index.
         """
+        if self._empty:
+            return iter(()), True
         ids, indexed = self._candidates()
         attr = self._order_attr() if indexed else None
         unsliced = not self._low and self._high is None
-        plan = None if attr is None or (materialize and unsliced) else self._ordered_ids(ids, attr)
+        plan = self._pk_ordered(ids)
+        if plan is None and attr is not None and not (materialize and unsliced):
+            plan = self._ordered_ids(ids, attr)
         if plan is not None:
             ordered, windowed = plan
             if windowed:
                 window, skip, limit = ordered, 0, None
-            elif all(lookup.op in _EXACT_OPS for lookup in self._filters):
+            elif indexed and all(lookup.op in _EXACT_OPS for lookup in self._filters):
                 window, skip, limit = ordered[self._low:self._high], 0, None
             else:
                 window, skip = ordered, self._low
@@ -675,36 +811,83 @@ class QuerySet(Generic[M]):
     # -- terminal methods ----------------------------------------------------------
 
     def count(self) -> int:
-        """How many records match; one round trip when an index (or the id set) answers alone."""
+        """How many records match; one round trip when an index (or the id set) answers alone.
+
+        An unfiltered count is the size of the id set, and a count of one exact
+        lookup on an indexed attribute is the size of that index set: both trust
+        the index, which every write keeps exact (``check()`` reports drift).
+        Anything else loads the candidates and checks them.
+        """
         if self._cache is not None:
             return len(self._cache)
+        if self._empty:
+            return 0
         meta = self.model._meta
         if not self._excludes and self._low == 0 and self._high is None:
-            try:
-                if not self._filters:
-                    return int(self._conn.scard(meta.ids_key))
-                if len(self._filters) == 1 and _exact_by_index(self._filters[0]):
-                    lookup = self._filters[0]
-                    key = (keys.null_index_key(meta.prefix, lookup.field) if lookup.value is None
-                           else keys.eq_index_key(meta.prefix, lookup.field, _token(lookup)))
+            key = None
+            if not self._filters:
+                key = meta.ids_key
+            elif len(self._filters) == 1 and _exact_by_index(self._filters[0]):
+                lookup = self._filters[0]
+                key = (keys.null_index_key(meta.prefix, lookup.field) if lookup.value is None
+                       else keys.eq_index_key(meta.prefix, lookup.field, _token(lookup)))
+            if key is not None:
+                try:
                     return int(self._conn.scard(key))
-            except RedisError as exc:
-                raise store.wrap_redis_error(exc, meta, None) from exc
+                except RedisError as exc:
+                    raise store.wrap_redis_error(exc, meta, key) from exc
         return len(self._evaluate())
 
     def exists(self) -> bool:
-        """Whether any record matches."""
-        return self.count() > 0 if self._cache is None else bool(self._cache)
+        """Whether any record matches; stops at the first match instead of counting them all."""
+        if self._cache is not None:
+            return bool(self._cache)
+        if self._empty:
+            return False
+        unsliced = self._low == 0 and self._high is None
+        if unsliced and not self._excludes and (
+                not self._filters or (len(self._filters) == 1 and _exact_by_index(self._filters[0]))):
+            return self.count() > 0  # one SCARD
+        clone = self._clone()
+        clone._order = ()  # any match will do
+        clone._fields = frozenset({self.model._meta.pk})
+        return bool(clone[0:1]._evaluate())
 
     def first(self) -> M | None:
-        """The first matching record (by this query's order), or None."""
-        found = self._evaluate() if self._cache is not None else self[0:1]._evaluate()
+        """The first matching record by this query's order (by primary key when unordered), or None."""
+        if self._cache is not None:
+            return self._cache[0] if self._cache else None
+        query = self if self._order else self.order_by("pk")
+        found = query[0:1]._evaluate()
         return found[0] if found else None
 
     def last(self) -> M | None:
-        """The last matching record (by this query's order), or None."""
+        """The last matching record by this query's order (by primary key when unordered), or None."""
+        if self._cache is None and not self._order:
+            return self.order_by("-pk").first()
         found = self._evaluate()
         return found[-1] if found else None
+
+    def earliest(self, *fields: str) -> M:
+        """The first record ordered by ``fields``.
+
+        Raises:
+            Model.DoesNotExist: nothing matched.
+        """
+        if not fields:
+            raise TypeError("earliest() and latest() take the field names to order by")
+        found = self.order_by(*fields).first()
+        if found is None:
+            raise self.model.DoesNotExist(f"{self.model._meta.label}: no record to order by {', '.join(fields)}")
+        return found
+
+    def latest(self, *fields: str) -> M:
+        """The last record ordered by ``fields`` (the first in descending order).
+
+        Raises:
+            Model.DoesNotExist: nothing matched.
+        """
+        return self.earliest(*(f[1:] if f.startswith("-") else "-" + f for f in fields))
 
     def get(self, *args: Any, **lookups: Any) -> M:
         """The one matching record.
@@ -722,16 +905,130 @@ class QuerySet(Generic[M]):
             lookups = {meta.pk: args[0]}
         pk_names = {meta.pk, "pk", f"{meta.pk}__exact"}
         direct = [name for name in lookups if name in pk_names]
-        if direct and len(lookups) == 1 and not self._filters and not self._excludes:
+        if (direct and len(lookups) == 1 and not self._filters and not self._excludes
+                and not self._empty and self._fields is None):
             return get_by_pk(self.model, lookups[direct[0]], self._connection)
         if "pk" in lookups:
             lookups[meta.pk] = lookups.pop("pk")
         found = list(self.filter(**lookups)[:2]) if lookups else list(self[:2])
         if not found:
-            raise self.model.DoesNotExist(f"{meta.label} matching {lookups!r} does not exist")
+            raise self.model.DoesNotExist(f"{meta.label} matching {_describe(meta, lookups)} does not exist")
         if len(found) > 1:
-            raise self.model.MultipleObjectsReturned(f"more than one {meta.label} matches {lookups!r}")
+            raise self.model.MultipleObjectsReturned(
+                f"more than one {meta.label} matches {_describe(meta, lookups)}")
         return found[0]  # type: ignore[no-any-return]
+
+    def get_or_create(self, defaults: dict[str, Any] | None = None, **lookups: Any) -> tuple[M, bool]:
+        """The record matching ``lookups``, or a new one made of them and ``defaults``.
+
+        Returns ``(record, created)``. Race-free when a ``unique=True`` attribute
+        is among the lookups: of concurrent callers, one creates the record and
+        the others get it (the unique claim decides). Without one, two callers
+        may both create, as in Django without a unique constraint.
+        """
+        try:
+            return self.get(**lookups), False
+        except self.model.DoesNotExist:
+            pass
+        return self._create_or_get(lookups, defaults)
+
+    def update_or_create(self, defaults: dict[str, Any] | None = None, *,
+                         create_defaults: dict[str, Any] | None = None,
+                         **lookups: Any) -> tuple[M, bool]:
+        """Update the record matching ``lookups`` with ``defaults``, or create it.
+
+        A new record is made of ``lookups`` and ``create_defaults`` (``defaults``
+        when not given). Returns ``(record, created)``. Race-free on a unique
+        lookup, like :meth:`get_or_create`; an update writes only what changed.
+        """
+        try:
+            record = self.get(**lookups)
+        except self.model.DoesNotExist:
+            record, created = self._create_or_get(
+                lookups, defaults if create_defaults is None else create_defaults)
+            if created:
+                return record, True
+        for name, value in (defaults or {}).items():
+            if name not in self.model._meta.fields:
+                raise self.model._meta.unknown_field(name)
+            setattr(record, name, value)
+        record.save(connection=self._connection)
+        return record, False
+
+    def _create_or_get(self, lookups: dict[str, Any], defaults: dict[str, Any] | None) -> tuple[M, bool]:
+        meta = self.model._meta
+        params = {meta.pk if name == "pk" else name.removesuffix("__exact"): value
+                  for name, value in lookups.items() if "__" not in name.removesuffix("__exact")}
+        params.update(defaults or {})
+        try:
+            return self.model.create(connection=self._connection, **params), True
+        except errors.UniqueConstraintError as clash:
+            error = clash
+        try:
+            return self.get(**lookups), False  # another caller created it first
+        except self.model.DoesNotExist:
+            raise error from None  # the clash was on another value
+
+    def in_bulk(self, id_list: Iterable[Any] | None = None, *, field_name: str = "pk") -> dict[Any, M]:
+        """The matching records keyed by ``field_name`` (the primary key, or a unique attribute).
+
+        With ``id_list``, only records whose key is in it; by primary key they are
+        read directly, one round trip for all of them.
+        """
+        meta = self.model._meta
+        name = meta.pk if field_name == "pk" else field_name
+        attr = meta.fields.get(name)
+        if attr is None:
+            raise meta.unknown_field(name)
+        if name != meta.pk and not attr.unique:
+            raise errors.ValidationError(
+                f"{meta.label}.{name}: in_bulk() needs the primary key or a unique=True attribute",
+                model=meta.label, field=name, value=None, expected="a unique attribute",
+            )
+        self._check_unsliced("in_bulk")
+        if id_list is None:
+            return {record._data[name]: record for record in self._evaluate()}
+        wanted = list(id_list)
+        if not wanted or self._empty:
+            return {}
+        if name != meta.pk:
+            return {record._data[name]: record for record in self.filter(**{f"{name}__in": wanted})}
+        pks = sorted({str(attr.cast(pk)) for pk in wanted})
+        found = [r for r in self._load(pks) if not (self._filters or self._excludes) or self._matches(r)]
+        return {record._data[name]: record for record in found}
+
+    def aggregate(self, *args: Aggregate, **kwargs: Aggregate) -> dict[str, Any]:
+        """Summary values over the matching records: ``aggregate(Sum("pages"), top=Max("pages"))``.
+
+        Returns a dict keyed by the given names, or ``<field>__<function>`` for
+        positional ones. Without filters, ``Count`` and ``Min``/``Max`` of an
+        indexed number or datetime read the indexes in one round trip (two for a
+        value the index scores inexactly); anything else loads only the fields
+        involved, with HMGET, and computes in Python.
+        """
+        named = {agg.default_alias: agg for agg in args}
+        named.update(kwargs)
+        meta = self.model._meta
+        for alias, agg in named.items():
+            if not isinstance(agg, Aggregate):
+                raise TypeError(f"aggregate() takes Count, Sum, Avg, Min or Max, not {agg!r} for {alias!r}")
+            agg.check(meta)
+        if not named:
+            return {}
+        if self._empty:
+            return {alias: agg.empty() for alias, agg in named.items()}
+        unfiltered = (not self._filters and not self._excludes and self._low == 0 and self._high is None
+                      and self._cache is None)
+        if unfiltered and all(agg.from_index(meta) for agg in named.values()):
+            return _aggregate_from_indexes(self._conn, meta, named)
+        if self._cache is not None:
+            records: Sequence[Any] = self._cache
+        else:
+            clone = self._clone()
+            if clone._low == 0 and clone._high is None:
+                clone._order = ()  # the order matters only to say which records a slice holds
+            records = list(clone.only(*(agg.field_name(meta) for agg in named.values())))
+        return {alias: agg.compute(meta, records) for alias, agg in named.items()}
 
     def iterator(self, chunk_size: int = 1000) -> Iterator[M]:
         """Stream matching records, fetching ``chunk_size`` per round trip.
@@ -748,25 +1045,50 @@ class QuerySet(Generic[M]):
         yield from (records if in_order else self._evaluate())
 
     def values(self, *fields: str) -> list[dict[str, Any]]:
-        """A dict per record of the given attributes (all when none); Pointers give the target's id."""
+        """A dict per record of the given attributes (all when none); Pointers give the target's id.
+
+        ``author__name`` follows one Pointer. Only the attributes named are fetched.
+        """
         names = self._value_fields(fields)
-        return [{name: _plain(record, name) for name in names} for record in self._evaluate()]
+        rows = [{name: _plain(record, name) for name in names} for record in self._value_records(fields)]
+        if self._distinct:
+            rows = [dict(row) for row in _unique_rows(tuple(row.items()) for row in rows)]
+        return rows
 
     def values_list(self, *fields: str, flat: bool = False) -> list[Any]:
         """A tuple per record of the given attributes, or with ``flat=True`` (one field) the values."""
         names = self._value_fields(fields)
-        if flat:
-            if len(names) != 1:
-                raise TypeError("values_list(flat=True) takes exactly one field")
-            return [_plain(record, names[0]) for record in self._evaluate()]
-        return [tuple(_plain(record, name) for name in names) for record in self._evaluate()]
+        if flat and len(names) != 1:
+            raise TypeError("values_list(flat=True) takes exactly one field")
+        records = self._value_records(fields)
+        rows: list[Any] = ([_plain(record, names[0]) for record in records] if flat
+                           else [tuple(_plain(record, name) for name in names) for record in records])
+        return _unique_rows(rows) if self._distinct else rows
 
     def _value_fields(self, fields: Sequence[str]) -> list[str]:
         meta = self.model._meta
         for name in fields:
-            if name not in meta.fields:
-                raise meta.unknown_field(name)
+            head, _, rest = name.partition("__")
+            if head == "pk" and not rest:
+                continue
+            if head not in meta.fields:
+                raise meta.unknown_field(head)
+            if rest:
+                attr = meta.fields[head]
+                target = attr.to_model._meta if isinstance(attr, attributes.Pointer) else None  # type: ignore[attr-defined]
+                if target is None or (rest not in target.fields and rest != "pk"):
+                    raise meta.unknown_field(name, "attribute path (a Pointer's attribute: pointer__field)")
         return list(fields) or meta.field_names()
+
+    def _value_records(self, fields: Sequence[str]) -> Sequence[Any]:
+        """The records for values(): only the attributes named are fetched (whatever only() said)."""
+        if self._cache is not None:
+            return self._cache
+        if not fields:
+            clone = self._clone()
+            clone._fields = None
+            return clone._evaluate()
+        return self.only(*{name.partition("__")[0] for name in fields})._evaluate()
 
     def update(self, **values: Any) -> int:
         """Set attributes on every matching record and save them, pipelined. Returns how many."""
@@ -776,7 +1098,7 @@ class QuerySet(Generic[M]):
                 raise meta.unknown_field(name)
             if name == meta.pk:
                 raise errors.ValidationError(f"{meta.label}.{name}: the primary key cannot be updated",
-                                             model=meta.label, field=name, value=values[name])
+                                             model=meta.label, field=name, value=None)
         records = list(self._evaluate())
         for record in records:
             for name, value in values.items():
@@ -784,8 +1106,20 @@ class QuerySet(Generic[M]):
         bulk_save(self.model, records, 500, self._connection, assign_ids=False)
         return len(records)
 
+    def bulk_update(self, objs: Iterable[M], fields: Sequence[str], batch_size: int = 500) -> int:
+        """Write ``fields`` of already saved records, ``batch_size`` per atomic script call.
+
+        Only the named attributes (and their index entries) are written, as
+        Django's ``bulk_update``; hooks and ``auto_now`` do not run. Every record
+        must exist: a missing one raises ``DoesNotExist`` and its batch writes
+        nothing. Returns how many records were written.
+        """
+        return bulk_update(self.model, list(objs), fields, batch_size, self._connection)
+
     def delete(self) -> int:
         """Delete every matching record (with strings and index entries), pipelined. Returns how many."""
+        if self._empty:
+            return 0
         records = list(self._evaluate())
         if not records:
             return 0
@@ -834,10 +1168,147 @@ def _token(lookup: Lookup) -> str:
 
 
 def _plain(record: Any, name: str) -> Any:
-    value = record._data[name]
-    if isinstance(record._meta.fields[name], attributes.Pointer):
+    """A values() cell: the attribute, a Pointer's target id, or ``pointer__field`` of its target."""
+    head, _, rest = name.partition("__")
+    meta = record._meta
+    if head == "pk":
+        head = meta.pk
+    value = record._data[head] if head in record._data else getattr(record, head)  # deferred: loads
+    if rest:  # a missing or broken target has no fields: None, as an outer join gives
+        return _plain(value, rest) if isinstance(value, ActiveRecord) else None
+    if isinstance(meta.fields[head], attributes.Pointer):
         return None if value is None else value.pk
     return value
+
+
+def _unique_rows(rows: Iterable[Any]) -> list[Any]:
+    """Rows without repeats, first occurrences in order (unhashable rows compared by equality)."""
+    seen: set[Any] = set()
+    kept: list[Any] = []
+    for row in rows:
+        try:
+            if row in seen:
+                continue
+            seen.add(row)
+        except TypeError:  # a JSON value (dict, list) in the row
+            if row in kept:
+                continue
+        kept.append(row)
+    return kept
+
+
+class _Masked:
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+def _describe(meta: ModelOptions, lookups: dict[str, Any]) -> str:
+    """Lookups for a message, secret values masked (``{'token': '***'}``)."""
+    shown: dict[str, Any] = {}
+    for name, value in lookups.items():
+        parts = name.split("__")
+        attr = meta.fields.get(meta.pk if parts[0] == "pk" else parts[0])
+        secret = attr is not None and attr.secret
+        if attr is not None and isinstance(attr, attributes.Pointer) and len(parts) > 1:
+            target = attr.to_model._meta.fields.get(parts[1])
+            secret = secret or (target is not None and target.secret)
+        shown[name] = _Masked() if secret else value
+    return repr(shown)
+
+
+def _aggregate_from_indexes(conn: redis.Redis, meta: ModelOptions,
+                            named: dict[str, aggregates.Aggregate]) -> dict[str, Any]:
+    """Count and Min/Max of a whole model from its indexes: one round trip, plus one for
+    a Min/Max whose score is not exactly its value (DateTime, Decimal, integers past 2**53),
+    and one more when over 16 values share the edge's score."""
+    pipe = conn.pipeline(transaction=False)
+    read_keys: list[str] = []
+    for agg in named.values():
+        name = agg.field_name(meta)
+        if isinstance(agg, aggregates.Count):
+            pipe.scard(meta.ids_key)
+            read_keys.append(meta.ids_key)
+            if name != meta.pk:
+                read_keys.append(keys.null_index_key(meta.prefix, name))
+                pipe.scard(read_keys[-1])
+        else:
+            read_keys.append(keys.sorted_index_key(meta.prefix, name))
+            # The edge and its neighbours: the values sharing the edge's score, if it is not exact.
+            if isinstance(agg, aggregates.Max):
+                pipe.zrange(read_keys[-1], -_EDGE_READ, -1, withscores=True)
+            else:
+                pipe.zrange(read_keys[-1], 0, _EDGE_READ - 1, withscores=True)
+    replies = iter(store.execute(pipe, meta, read_keys))
+    out: dict[str, Any] = {}
+    for alias, agg in named.items():
+        name = agg.field_name(meta)
+        attr = meta.fields[name]
+        if isinstance(agg, aggregates.Count):
+            total = int(next(replies))
+            out[alias] = total if name == meta.pk else total - int(next(replies))
+            continue
+        edge = next(replies)
+        if not edge:
+            out[alias] = None
+            continue
+        if isinstance(agg, aggregates.Max):
+            edge = edge[::-1]
+        score = edge[0][1]
+        if isinstance(attr, attributes.Float):
+            out[alias] = attr.cast(score)  # the score is the value
+        elif isinstance(attr, attributes.Integer) and abs(score) < 2**53:
+            out[alias] = int(score)
+        else:  # every value sharing the extreme score, compared exactly
+            tied = [m.decode() for m, s in edge if s == score]
+            if len(tied) == len(edge) == _EDGE_READ:  # the tie may go on past what was read
+                sort_key = keys.sorted_index_key(meta.prefix, name)
+                try:
+                    tied = [m.decode() for m in conn.zrangebyscore(sort_key, score, score)]  # type: ignore[union-attr]
+                except RedisError as exc:
+                    raise store.wrap_redis_error(exc, meta, sort_key) from exc
+            records = [r for r in store.load(conn, meta, [meta.key(pk) for pk in tied],
+                                             fields=frozenset({meta.pk, name})) if r is not None]
+            out[alias] = agg.compute(meta, records) if records else None
+    return out
+
+
+#: How many members at each end of a sorted index Min/Max reads, to see the values tied on
+#: the edge's score in the same round trip.
+_EDGE_READ = 16
+
+
+def bulk_update(model: type[Any], objs: list[Any], fields: Sequence[str], batch_size: int,
+                connection: redis.Redis | None) -> int:
+    """Write ``fields`` of saved records, one atomic script call per batch; see QuerySet.bulk_update."""
+    meta = model._meta
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if isinstance(fields, str) or not fields:
+        raise ValueError("bulk_update() takes a list of the attribute names to write")
+    names = []
+    for name in fields:
+        name = meta.pk if name == "pk" else name
+        if name not in meta.fields:
+            raise meta.unknown_field(name)
+        if name == meta.pk:
+            raise errors.ValidationError(f"{meta.label}.{name}: the primary key cannot be updated",
+                                         model=meta.label, field=name, value=None)
+        names.append(name)
+    seen: set[Any] = set()
+    for obj in objs:
+        if type(obj) is not model:
+            raise TypeError(f"bulk_update of {meta.label} got a {type(obj).__name__}")
+        if obj.pk is None:
+            raise ValueError(f"bulk_update(): every {meta.label} must have been saved (one has no id)")
+        if obj.pk in seen:
+            raise ValueError(f"{meta.label} {obj.pk} appears twice in one bulk_update()")
+        seen.add(obj.pk)
+        obj._validate_for_save(names)
+    conn = connection or configure.get_connection()
+    for start in range(0, len(objs), batch_size):
+        # force: the named fields are written even where they equal what was loaded, as Django does
+        store.save_instances(conn, meta, objs[start:start + batch_size], force=True, fields=names)
+    return len(objs)
 
 
 def get_by_pk(model: type[M], value: Any, connection: redis.Redis | None) -> M:
@@ -863,9 +1334,13 @@ def bulk_save(
         raise ValueError("batch_size must be at least 1")
     meta = model._meta
     seen: set[Any] = set()
+    seen_objects: set[int] = set()
     for instance in instances:
         if type(instance) is not model:
             raise TypeError(f"bulk_create of {meta.label} got a {type(instance).__name__}")
+        if id(instance) in seen_objects:
+            raise ValueError(f"the same {meta.label} instance appears twice in one bulk write")
+        seen_objects.add(id(instance))
         pk = instance._data[meta.pk]
         if pk is not None:
             if pk in seen:
