@@ -1,31 +1,49 @@
 """``Model.objects``: the manager, the entry point of every query.
 
 The manager hands out a new :class:`~repocket.query.QuerySet` for each call,
-so chained queries never share state.
+so chained queries never share state. Its query methods, sync and async, are
+made from one table (:data:`QUERYSET_METHODS`): each runs the QuerySet method
+of the same name on ``get_queryset()``. The manager's own methods create
+records in bulk and audit the model's indexes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from repocket.io import clients
+from repocket.plan import audit, write
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio as aioredis
 
-    from repocket.aggregates import Aggregate
     from repocket.checks import CheckReport
     from repocket.model import ActiveRecord
     from repocket.query import QuerySet
 
 M = TypeVar("M", bound="ActiveRecord")
 
-__all__ = ["Manager", "ManagerDescriptor"]
+__all__ = ["QUERYSET_METHODS", "Manager", "ManagerDescriptor"]
+
+#: The QuerySet methods a manager offers, each run on a new query of every record
+#: (``Model.objects.filter(...)`` is ``Model.objects.get_queryset().filter(...)``).
+QUERYSET_METHODS = (
+    "filter", "exclude", "order_by", "reverse", "none", "only", "defer", "distinct",
+    "get", "aget", "count", "acount", "exists", "aexists", "first", "afirst", "last", "alast",
+    "earliest", "aearliest", "latest", "alatest", "iterator", "aiterator",
+    "values", "avalues", "values_list", "avalues_list", "in_bulk", "ain_bulk",
+    "aggregate", "aaggregate", "get_or_create", "aget_or_create", "update_or_create", "aupdate_or_create",
+    "bulk_update", "abulk_update",
+)
 
 
 class Manager(Generic[M]):
     """Queries and bulk operations on one model: ``Model.objects``."""
 
-    def __init__(self, model: type[M], connection: redis.Redis | None = None) -> None:
+    def __init__(self, model: type[M], connection: redis.Redis | aioredis.Redis | None = None) -> None:
         self.model = model
         self._connection = connection
 
@@ -38,151 +56,53 @@ class Manager(Generic[M]):
 
         return QuerySet(self.model, connection=self._connection)
 
-    def using(self, connection: redis.Redis | None) -> Manager[M]:
+    def using(self, connection: redis.Redis | aioredis.Redis | None) -> Manager[M]:
         """The same manager on another client (``None``: the global one)."""
         return Manager(self.model, connection)
-
-    # -- queries (each returns a new lazy QuerySet or evaluates one) ----------
 
     def all(self) -> QuerySet[M]:
         """Every record, lazily; evaluating it gives a ResultSet."""
         return self.get_queryset()
 
-    def filter(self, **lookups: Any) -> QuerySet[M]:
-        """Records matching every lookup (``name="x"``, ``age__gte=3``, ``project__name="p"``)."""
-        return self.get_queryset().filter(**lookups)
+    if TYPE_CHECKING:  # the table's methods, as type checkers should see them
+        def __getattr__(self, name: str) -> Any: ...
 
-    def exclude(self, **lookups: Any) -> QuerySet[M]:
-        """Records not matching all of the lookups together."""
-        return self.get_queryset().exclude(**lookups)
-
-    def order_by(self, *fields: str) -> QuerySet[M]:
-        """Every record, ordered (``"-name"`` descending)."""
-        return self.get_queryset().order_by(*fields)
-
-    def get(self, *args: Any, **lookups: Any) -> M:
-        """The one record with this id (``get(id=...)``) or matching these lookups.
-
-        Raises:
-            Model.DoesNotExist: nothing matched.
-            Model.MultipleObjectsReturned: more than one record matched.
-        """
-        if not args and len(lookups) == 1:
-            name, value = next(iter(lookups.items()))
-            if name in (self.model._meta.pk, "pk"):
-                from repocket.query import get_by_pk
-
-                return get_by_pk(self.model, value, self._connection)
-        return self.get_queryset().get(*args, **lookups)
-
-    def count(self) -> int:
-        """How many records the model has (one round trip)."""
-        return self.get_queryset().count()
-
-    def exists(self) -> bool:
-        """Whether the model has any record."""
-        return self.get_queryset().exists()
-
-    def first(self) -> M | None:
-        """Some record (the first by ordering, when ordered), or None."""
-        return self.get_queryset().first()
-
-    def last(self) -> M | None:
-        """The last record by ordering, or None."""
-        return self.get_queryset().last()
-
-    def iterator(self, chunk_size: int = 1000) -> Iterator[M]:
-        """Stream every record, ``chunk_size`` per round trip, without holding them all."""
-        return self.get_queryset().iterator(chunk_size=chunk_size)
-
-    def values(self, *fields: str) -> list[dict[str, Any]]:
-        """Dicts of the given attributes (all when none given) of every record."""
-        return self.get_queryset().values(*fields)
-
-    def values_list(self, *fields: str, flat: bool = False) -> list[Any]:
-        """Tuples (or, with ``flat``, single values) of the given attributes."""
-        return self.get_queryset().values_list(*fields, flat=flat)
-
-    def none(self) -> QuerySet[M]:
-        """A query matching nothing, evaluated without asking Redis."""
-        return self.get_queryset().none()
-
-    def reverse(self) -> QuerySet[M]:
-        """Every record by descending primary key."""
-        return self.get_queryset().reverse()
-
-    def only(self, *fields: str) -> QuerySet[M]:
-        """Every record, loading only these attributes (HMGET)."""
-        return self.get_queryset().only(*fields)
-
-    def defer(self, *fields: str) -> QuerySet[M]:
-        """Every record, loading all attributes but these."""
-        return self.get_queryset().defer(*fields)
-
-    def distinct(self) -> QuerySet[M]:
-        """Every record; values()/values_list() rows without repeats."""
-        return self.get_queryset().distinct()
-
-    def earliest(self, *fields: str) -> M:
-        """The first record ordered by ``fields``; DoesNotExist when there is none."""
-        return self.get_queryset().earliest(*fields)
-
-    def latest(self, *fields: str) -> M:
-        """The last record ordered by ``fields``; DoesNotExist when there is none."""
-        return self.get_queryset().latest(*fields)
-
-    def in_bulk(self, id_list: Iterable[Any] | None = None, *, field_name: str = "pk") -> dict[Any, M]:
-        """Records keyed by primary key (or a unique attribute), read by key in one round trip."""
-        return self.get_queryset().in_bulk(id_list, field_name=field_name)
-
-    def aggregate(self, *args: Aggregate, **kwargs: Aggregate) -> dict[str, Any]:
-        """Count, Sum, Avg, Min and Max over every record; see :meth:`repocket.query.QuerySet.aggregate`."""
-        return self.get_queryset().aggregate(*args, **kwargs)
-
-    def get_or_create(self, defaults: dict[str, Any] | None = None, **lookups: Any) -> tuple[M, bool]:
-        """The record matching ``lookups``, or a new one; ``(record, created)``. Race-free on a unique lookup."""
-        return self.get_queryset().get_or_create(defaults, **lookups)
-
-    def update_or_create(self, defaults: dict[str, Any] | None = None, *,
-                         create_defaults: dict[str, Any] | None = None,
-                         **lookups: Any) -> tuple[M, bool]:
-        """Update the record matching ``lookups`` with ``defaults``, or create it; ``(record, created)``."""
-        return self.get_queryset().update_or_create(defaults, create_defaults=create_defaults, **lookups)
-
-    # -- writes ------------------------------------------------------------------
+    # -- writes and audits -------------------------------------------------------
 
     def create(self, **kwargs: Any) -> M:
         """Build a record from ``kwargs``, save it and return it."""
-        return self.model.create(connection=self._connection, **kwargs)  # type: ignore[no-any-return]
+        return clients.run(self.model(**kwargs)._create_plan(), self._connection)  # type: ignore[no-any-return]
+
+    async def acreate(self, **kwargs: Any) -> M:
+        """The async twin of :meth:`create`."""
+        return await clients.run_async(self.model(**kwargs)._create_plan(), self._connection)  # type: ignore[no-any-return]
 
     def bulk_create(self, instances: Iterable[M], batch_size: int = 500) -> list[M]:
-        """Save many new records, ``batch_size`` per pipelined round trip.
+        """Save many new records, ``batch_size`` per atomic script call.
 
-        Every record is written atomically (record, strings, id set, indexes);
-        a batch is one pipeline, not one transaction. Returns the instances.
+        Every instance is validated before anything is written; each batch is
+        all or nothing. Returns the instances.
         """
-        from repocket.query import bulk_save
+        plan = write.bulk_save(self.model, list(instances), batch_size)
+        return clients.run(plan, self._connection)
 
-        return bulk_save(self.model, list(instances), batch_size, self._connection)
+    async def abulk_create(self, instances: Iterable[M], batch_size: int = 500) -> list[M]:
+        """The async twin of :meth:`bulk_create`."""
+        plan = write.bulk_save(self.model, list(instances), batch_size)
+        return await clients.run_async(plan, self._connection)
 
-    def bulk_update(self, objs: Iterable[M], fields: Sequence[str], batch_size: int = 500) -> int:
-        """Write ``fields`` of saved records, ``batch_size`` per atomic call; returns how many."""
-        return self.get_queryset().bulk_update(objs, fields, batch_size=batch_size)
-
-    def reindex(
-        self,
-        batch_size: int = 500,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> int:
+    def reindex(self, batch_size: int = 500, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild every index of the model from the stored records, idempotently.
 
         Use it after adding ``index=True`` to a model that already has data.
         ``progress(done, total)`` is called after each batch. Returns the
         number of records indexed.
         """
-        from repocket.checks import reindex
+        return clients.run(audit.reindex(self.model, batch_size, progress), self._connection)
 
-        return reindex(self.model, batch_size=batch_size, progress=progress, connection=self._connection)
+    async def areindex(self, batch_size: int = 500, progress: Callable[[int, int], None] | None = None) -> int:
+        """The async twin of :meth:`reindex`."""
+        return await clients.run_async(audit.reindex(self.model, batch_size, progress), self._connection)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Compare the id set and every index with the stored records.
@@ -190,9 +110,31 @@ class Manager(Generic[M]):
         Returns a report of missing and stale entries, orphan ByteStream keys and
         broken pointers; with ``repair=True`` the indexes and id set are fixed.
         """
-        from repocket.checks import check
+        return clients.run(audit.check(self.model, repair), self._connection)
 
-        return check(self.model, repair=repair, connection=self._connection)
+    async def acheck(self, repair: bool = False) -> CheckReport:
+        """The async twin of :meth:`check`."""
+        return await clients.run_async(audit.check(self.model, repair), self._connection)
+
+
+def _proxy(name: str) -> Callable[..., Any]:
+    """The manager method ``name``: the QuerySet method of that name, on every record."""
+    from repocket.query import QuerySet
+
+    method = getattr(QuerySet, name)
+
+    @functools.wraps(method)
+    def proxy(self: Manager[Any], *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.get_queryset(), name)(*args, **kwargs)
+
+    proxy.__qualname__ = f"Manager.{name}"
+    return proxy
+
+
+def install_queryset_methods() -> None:
+    """Give :class:`Manager` the methods of :data:`QUERYSET_METHODS` (once QuerySet exists)."""
+    for name in QUERYSET_METHODS:
+        setattr(Manager, name, _proxy(name))
 
 
 class ManagerDescriptor:

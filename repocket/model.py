@@ -22,8 +22,6 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from redis.exceptions import RedisError
-
 from repocket import errors, keys, registry
 from repocket.attributes import (
     Attribute,
@@ -33,13 +31,15 @@ from repocket.attributes import (
     Pointer,
     _short_repr,
 )
-from repocket.connections import configure
+from repocket.io import clients
 from repocket.manager import ManagerDescriptor
 from repocket.options import ModelOptions  # where it lived before; plan/ imports it from options
-from repocket.scripts import get as get_script
+from repocket.plan import load, write
+from repocket.plan.rounds import Plan
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio as aioredis
 
     from repocket.manager import Manager
 
@@ -95,7 +95,7 @@ class ActiveRecordMeta(type):
 
         options = _read_options(label, namespace)
         for field in [f for f, a in collected.items() if isinstance(a, ByteStream)]:
-            namespace[f"append_{field}"] = _make_appender(field)
+            namespace[f"append_{field}"], namespace[f"aappend_{field}"] = _make_appenders(field)
 
         cls: Any = super().__new__(mcs, name, bases, namespace, **kwargs)
         for field, attr in collected.items():
@@ -123,10 +123,10 @@ def _inherited_error(bases: tuple[type, ...], name: str, default: type[Exception
 
 
 def _check_name(label: str, field: str) -> None:
-    if field.startswith("_") or field in _RESERVED or hasattr(ActiveRecord, field) or field.startswith("append_"):
+    if field.startswith(("_", "append_", "aappend_")) or field in _RESERVED or hasattr(ActiveRecord, field):
         raise errors.RepocketActiveRecordDefinitionError(
             f"{label}.{field}: the name is reserved by repocket (it starts with '_' or "
-            "'append_', or is a method of ActiveRecord); choose another"
+            "'append_' or 'aappend_', or is a method of ActiveRecord); choose another"
         )
 
 
@@ -159,16 +159,23 @@ def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _make_appender(field: str) -> Any:
+def _make_appenders(field: str) -> tuple[Any, Any]:
+    """``append_<field>`` and its async twin ``aappend_<field>``."""
+
     def append(self: ActiveRecord, data: bytes | str, *, connection: redis.Redis | None = None) -> str:
-        return self._append(field, data, connection)
+        return clients.run(self._append_plan(field, data), connection)
+
+    async def aappend(self: ActiveRecord, data: bytes | str, *, connection: aioredis.Redis | None = None) -> str:
+        return await clients.run_async(self._append_plan(field, data), connection)
 
     append.__name__ = f"append_{field}"
     append.__doc__ = (
         f"Append ``data`` to the ByteStream ``{field}`` in one Redis call (APPEND, no read)\n"
         "and to the value in memory. Returns the string's key."
     )
-    return append
+    aappend.__name__ = f"aappend_{field}"
+    aappend.__doc__ = f"The async twin of ``append_{field}``."
+    return append, aappend
 
 
 class ActiveRecord(metaclass=ActiveRecordMeta):
@@ -262,14 +269,11 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         Raises:
             DoesNotExist: the record is no longer stored.
         """
-        from repocket import store
-
         meta = self._meta
         if name not in self._deferred:
             raise AttributeError(name)
         wanted = frozenset(self._deferred) | {meta.pk}
-        conn = self._loaded_with or configure.get_connection()
-        fresh = store.load(conn, meta, [self._key()], fields=wanted)[0]
+        fresh = clients.run(load.load(meta, [self._key()], fields=wanted), self._loaded_with)[0]
         if fresh is None:
             raise self.DoesNotExist(f"{self._key()} no longer exists; its deferred attributes cannot be read")
         for field in self._deferred:
@@ -356,12 +360,21 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         return True
 
     # -- persistence -----------------------------------------------------------
+    # Each operation is one plan (repocket.plan), run by a sync method and by its
+    # async twin (a-prefixed): the same commands, round trips and errors.
 
     @classmethod
     def create(cls, *, connection: redis.Redis | None = None, **kwargs: Any) -> Any:
         """Build an instance from ``kwargs``, save it, and return it."""
         instance = cls(**kwargs)
         instance.save(connection=connection)
+        return instance
+
+    @classmethod
+    async def acreate(cls, *, connection: aioredis.Redis | None = None, **kwargs: Any) -> Any:
+        """The async twin of :meth:`create`."""
+        instance = cls(**kwargs)
+        await instance.asave(connection=connection)
         return instance
 
     def save(self, *, force: bool = False, connection: redis.Redis | None = None) -> dict[str, Any]:
@@ -378,16 +391,24 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             ValidationError: a ``null=False`` attribute holds None (nothing is written).
             UnsavedReferenceError: a Pointer names a record never saved.
         """
-        from repocket import store
+        return clients.run(self._save_plan(force), connection)
 
-        conn = connection or configure.get_connection()
+    async def asave(self, *, force: bool = False, connection: aioredis.Redis | None = None) -> dict[str, Any]:
+        """The async twin of :meth:`save`."""
+        return await clients.run_async(self._save_plan(force), connection)
+
+    def _create_plan(self) -> Plan[Any]:
+        yield from self._save_plan(False)
+        return self
+
+    def _save_plan(self, force: bool) -> Plan[dict[str, Any]]:
         meta = self._meta
         for name in meta.auto_now:
             setattr(self, name, meta.fields[name].now())  # type: ignore[attr-defined]
         self._validate_for_save()
         if self._data[meta.pk] is None:
             self._data[meta.pk] = meta.fields[meta.pk].generate()  # type: ignore[attr-defined]
-        store.save_instances(conn, meta, [self], force=force)
+        yield from write.save(meta, [self], force=force)
         record = self._key()
         return {
             "hash": record,
@@ -425,12 +446,16 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             The number of the record's own keys deleted (hash plus ByteStream strings):
             1 for a saved record without ByteStreams, 0 when it was not stored.
         """
-        from repocket import store
+        return clients.run(self._delete_plan(), connection)
 
+    async def adelete(self, *, connection: aioredis.Redis | None = None) -> int:
+        """The async twin of :meth:`delete`."""
+        return await clients.run_async(self._delete_plan(), connection)
+
+    def _delete_plan(self) -> Plan[int]:
         if self._data[self._meta.pk] is None:
             return 0
-        conn = connection or configure.get_connection()
-        deleted = store.delete_records(conn, self._meta, [self])[0]
+        deleted = (yield from write.delete(self._meta, [self]))[0]
         self._stored = None
         self._stored_streams = {}
         self._version = None
@@ -442,11 +467,22 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         Raises:
             DoesNotExist: the record is no longer stored.
         """
-        fresh = type(self).objects.using(connection).get(pk=self._pk())
+        clients.run(self._refresh_plan(), connection)
+
+    async def arefresh(self, *, connection: aioredis.Redis | None = None) -> None:
+        """The async twin of :meth:`refresh`."""
+        await clients.run_async(self._refresh_plan(), connection)
+
+    def _refresh_plan(self) -> Plan[None]:
+        key = self._key()
+        fresh = (yield from load.load(self._meta, [key]))[0]
+        if fresh is None:
+            raise self.DoesNotExist(f"{self._meta.label} {key} does not exist (no key {key})")
         self._data = fresh._data
         self._stored = fresh._stored
         self._stored_streams = fresh._stored_streams
         self._version = fresh._version
+        self._deferred = frozenset()
 
     def incr(self, name: str, amount: Any = 1, *, connection: redis.Redis | None = None) -> Any:
         """Add ``amount`` to a number attribute inside Redis, atomically; returns the new value.
@@ -459,49 +495,37 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             ValidationError: the attribute is not Integer, Float or Decimal, or holds None.
             DoesNotExist: the record is not stored.
         """
-        from repocket import store
+        return clients.run(self._incr_plan(name, amount), connection)
 
-        if name not in self._meta.fields:
-            raise self._meta.unknown_field(name)
-        return store.increment(connection or configure.get_connection(), self, name, amount)
+    async def aincr(self, name: str, amount: Any = 1, *, connection: aioredis.Redis | None = None) -> Any:
+        """The async twin of :meth:`incr`."""
+        return await clients.run_async(self._incr_plan(name, amount), connection)
 
     def decr(self, name: str, amount: Any = 1, *, connection: redis.Redis | None = None) -> Any:
         """Subtract ``amount`` from a number attribute inside Redis; see :meth:`incr`."""
+        return clients.run(self._incr_plan(name, amount, minus=True), connection)
+
+    async def adecr(self, name: str, amount: Any = 1, *, connection: aioredis.Redis | None = None) -> Any:
+        """The async twin of :meth:`decr`."""
+        return await clients.run_async(self._incr_plan(name, amount, minus=True), connection)
+
+    def _incr_plan(self, name: str, amount: Any, minus: bool = False) -> Plan[Any]:
         attr = self._meta.fields.get(name)
         if attr is None:
             raise self._meta.unknown_field(name)
-        step = attr.cast(amount)
-        if step is None:
-            raise attr._invalid(amount)
-        return self.incr(name, -step, connection=connection)
+        if minus:
+            step = attr.cast(amount)
+            if step is None:
+                raise attr._invalid(amount)
+            amount = -step
+        return (yield from write.increment(self, name, amount))
 
-    def _append(self, field: str, data: bytes | str, connection: redis.Redis | None) -> str:
+    def _append_plan(self, field: str, data: bytes | str) -> Plan[str]:
         attr = self._meta.fields[field]
         chunk = attr.cast(data)
         if chunk is None:
             raise attr._invalid(data)
-        current = self._data[field] or b""
         if self._stored is None:  # not saved yet: the next save() writes it all
-            self._data[field] = current + chunk
+            self._data[field] = (self._data[field] or b"") + chunk
             return self._calculate_key_for_field(field)
-        key = self._calculate_key_for_field(field)
-        conn = connection or configure.get_connection()
-        try:
-            length = get_script("append")(conn, [self._key(), key], [chunk])
-        except RedisError as exc:
-            raise _wrap_redis_error(exc, self._meta, key) from exc
-        if length == -1:
-            raise self.DoesNotExist(
-                f"{self._meta.label} {self._key()} no longer exists; nothing was appended"
-            )
-        self._data[field] = current + chunk
-        # Whatever others appended too, save() must not overwrite the string: it
-        # writes a ByteStream only when its value differs from this.
-        self._stored_streams[field] = self._data[field]
-        return key
-
-
-def _wrap_redis_error(exc: RedisError, meta: ModelOptions, key: str) -> errors.RepocketError:
-    from repocket.store import wrap_redis_error
-
-    return wrap_redis_error(exc, meta, key)
+        return (yield from write.append(self, field, chunk))

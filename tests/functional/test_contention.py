@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from repocket import errors, keys, store
+from repocket import errors, keys
+from repocket.io import sync
+from repocket.plan.rounds import Eval
 from tests.functional.integrity_models import Ledger, Page, Profile, key_contents
 from tests.roundtrips import count_round_trips
 
@@ -56,14 +58,15 @@ def run_threads(count: int, target: Callable[[int, redis_py.Redis], Any], url: s
 def replies(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Counts the write script's replies by kind (ok, conflict, leased, ...) during the test."""
     seen: Counter[str] = Counter()
-    original = store._call_write
+    original = sync._script  # how the sync executor sends a script call
 
-    def counting(*args: Any) -> Any:
-        reply = original(*args)
-        seen[(reply[0] if reply[0] == b"ok" else reply[2][0]).decode()] += 1
+    def counting(client: Any, step: Eval) -> Any:
+        reply = original(client, step)
+        if step.script == "write":
+            seen[(reply[0] if reply[0] == b"ok" else reply[2][0]).decode()] += 1
         return reply
 
-    monkeypatch.setattr(store, "_call_write", counting)
+    monkeypatch.setattr(sync, "_script", counting)
     return seen
 
 

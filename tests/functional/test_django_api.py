@@ -21,7 +21,8 @@ import redis as redis_py
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repocket import ActiveRecord, Avg, Count, Max, Min, QuerySet, Sum, attributes, errors
+from repocket import ActiveRecord, Avg, Count, Max, Min, Sum, attributes, errors
+from repocket.plan import select
 from tests.roundtrips import count_round_trips
 
 UTC = dt.timezone.utc
@@ -293,14 +294,14 @@ def test_update_or_create_writes_only_changed_fields(repocket_connection: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The update writes only the defaults: a field changed behind repocket's back after the read survives."""
     existing = Account.create(email="w@x", name="n", age=1, nick="before")
-    original_get = QuerySet.get
+    original_get = select.get  # the read step of update_or_create's plan
 
-    def get_then_interfere(self: Any, *args: Any, **kwargs: Any) -> Any:
-        found = original_get(self, *args, **kwargs)
+    def get_then_interfere(q: Any, args: Any, lookups: Any) -> Any:
+        found = yield from original_get(q, args, lookups)
         _raw_set(repocket_connection, existing, "nick", "behind")
         return found
 
-    monkeypatch.setattr(QuerySet, "get", get_then_interfere)
+    monkeypatch.setattr(select, "get", get_then_interfere)
     got, created = Account.objects.update_or_create(email="w@x", defaults={"age": 2})
     monkeypatch.undo()
     assert not created

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repocket import ActiveRecord, attributes, errors, keys, store
-from repocket.scripts import get as get_script
+from repocket.io import sync
+from repocket.plan.rounds import Eval, Plan
 from tests.functional.integrity_models import Ledger, Page, key_contents
 
 NAMESPACE = "atomicity"
@@ -161,8 +162,9 @@ def test_a_malformed_plan_fails_before_writing_any_record(conn: redis_py.Redis) 
     args: list[Any] = [2, "token"]
     for op in ("hset", "explode"):
         args += [2, "ht", 0, 3, op, "f", "v"]
-    with pytest.raises(redis_py.ResponseError, match="unknown write"):
-        get_script("write")(conn, [first, "repocket:t:A:_lease:1", second, "repocket:t:A:_lease:2"], args)
+    with pytest.raises(errors.RepocketError, match="unknown write"):
+        sync.run(_call(Eval("write", [first, "repocket:t:A:_lease:1", second, "repocket:t:A:_lease:2"], args)),
+                 conn)
     assert conn.exists(first, second) == 0
 
 
@@ -342,3 +344,8 @@ def test_writes_over_corrupt_data_raise_documented_errors_and_change_nothing(con
     attempt()
     print(f"\n[atomicity] outcomes: {dict(sorted(outcomes.items()))}")
     assert any(not key.endswith("/ ok") for key in outcomes)
+
+
+def _call(step: Eval) -> Plan[object]:
+    """A plan of one script call, to send a hand-made (malformed) one."""
+    return (yield step)

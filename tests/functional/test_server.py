@@ -351,9 +351,13 @@ def test_start_embedded_creates_dir_and_persists(tmp_path: Path) -> None:
 
 
 def _plugin_args() -> list[str]:
-    """``-p repocket.testing`` unless the pytest11 entry point already loads it."""
+    """``-p repocket.testing`` unless the pytest11 entry point already loads it.
+
+    pytest-asyncio is left out: the inner sessions have no async tests, and
+    they do not read this project's settings for it (it would warn).
+    """
     names = {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
-    return [] if "repocket" in names else ["-p", "repocket.testing"]
+    return ["-p", "no:asyncio"] + ([] if "repocket" in names else ["-p", "repocket.testing"])
 
 
 INNER_TESTS = """

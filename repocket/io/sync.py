@@ -1,0 +1,121 @@
+"""The sync executor: drives plans on a ``redis.Redis``.
+
+:func:`run` sends each round a plan yields and sends the reply back into it;
+:func:`stream` does the same and yields the records the plan emits as they
+arrive (``iterator()``). Errors are wrapped in :mod:`repocket.io.errors` and
+thrown into the plan. Script calls go out once: see :func:`call_once`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import ConnectionError as RedisPyConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisPyTimeoutError
+
+from repocket import errors
+from repocket.io import scripts
+from repocket.io.common import Driver, checked, evalsha
+from repocket.io.errors import wrap_redis_error
+from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round, Sleep
+
+__all__ = ["call_once", "run", "stream"]
+
+T = TypeVar("T")
+
+
+def run(plan: Plan[T], client: redis.Redis) -> T:
+    """Drive ``plan`` to its end on ``client`` and return its result."""
+    driver = stream(plan, client)
+    while True:
+        try:
+            next(driver)  # a plan run for its result emits nothing
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def stream(plan: Plan[T], client: redis.Redis) -> Generator[Any, None, T]:
+    """Drive ``plan`` on ``client``, yielding every item it emits; returns its result."""
+    driver = Driver(plan)
+    while (step := driver.step) is not None:
+        if isinstance(step, Emit):
+            yield from driver.emitted()
+            continue
+        try:
+            driver.give(send(client, step))
+        except errors.RepocketError as exc:
+            driver.fail(exc)
+    return driver.value  # type: ignore[no-any-return]
+
+
+def send(client: redis.Redis, step: Round) -> Any:
+    """One round trip for one round (none for a Sleep); its reply."""
+    if isinstance(step, Pipeline):
+        return _pipeline(client, step)
+    if isinstance(step, Eval):
+        return _script(client, step)
+    if isinstance(step, Sleep):
+        time.sleep(step.seconds)
+        return None
+    raise TypeError(f"a plan yielded {step!r}, which is not a round")
+
+
+def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
+    commands = step.commands
+    try:
+        if len(commands) == 1 and not step.transaction:
+            only = commands[0]
+            try:
+                return [client.execute_command(*only.args, **only.options)]  # type: ignore[no-untyped-call]
+            except RedisError as exc:
+                raise wrap_redis_error(exc, step.label, only.key) from exc
+        pipe = client.pipeline(transaction=step.transaction)
+        for command in commands:
+            pipe.execute_command(*command.args, **command.options)  # type: ignore[no-untyped-call]
+        replies = pipe.execute(raise_on_error=False)
+    except RedisError as exc:
+        raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc
+    return checked(step, replies)
+
+
+def _script(client: redis.Redis, step: Eval) -> Any:
+    script = scripts.get(step.script)
+    try:
+        try:
+            return call_once(client, *evalsha(step, script.sha))
+        except NoScriptError:  # first use on this server, a restart or a failover
+            client.script_load(script.source)
+            return call_once(client, *evalsha(step, script.sha))
+    except RedisError as exc:
+        raise wrap_redis_error(exc, step.label, step.key) from exc
+
+
+def call_once(client: redis.Redis, *command: Any) -> Any:
+    """Send one command and read its reply, never re-sending it once it may have run.
+
+    redis-py retries a command whose connection broke, which would apply a
+    write twice if the first one had run; this sends on a connection of its
+    own and gives up instead.
+
+    Raises:
+        RedisConnectionError: the reply was lost; the command may or may not have run.
+    """
+    pool = client.connection_pool
+    connection: Any = pool.get_connection()  # connects (with the pool's retries) if needed
+    try:
+        try:
+            connection.send_command(*command)
+        except RedisPyConnectionError:
+            # Nothing complete reached the server (a stale socket): one fresh try.
+            connection.disconnect()
+            connection.send_command(*command)
+        return client.parse_response(connection, command[0])  # type: ignore[no-untyped-call]
+    except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
+        connection.disconnect()
+        raise errors.RedisConnectionError(scripts.UNKNOWN_OUTCOME.format(exc)) from exc
+    finally:
+        pool.release(connection)

@@ -1,0 +1,253 @@
+"""Loading records: fetch hashes and ByteStreams, build instances, resolve Pointers.
+
+Planning only (see :mod:`repocket.plan`): every function that needs Redis is a
+plan that yields its rounds. :func:`fetch` reads every requested record in one
+pipeline (hash and ByteStreams in one MULTI, so they are one snapshot);
+:func:`load` builds instances and resolves their Pointers one level per round
+trip, each target fetched once (no N+1). :func:`build` and the per-field
+readers are the hot path of every read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from repocket import errors, keys, serialization
+from repocket.attributes import ATTRIBUTE_TYPES, Attribute, BrokenReference, _short_repr
+from repocket.plan.rounds import Command, Pipeline, Plan, command
+
+if TYPE_CHECKING:
+    from repocket.model import ActiveRecord
+    from repocket.options import ModelOptions
+
+__all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "load", "resolve_pointers"]
+
+_ENVELOPE = frozenset({"type", "value", "module"})
+#: How a ``secret=True`` value is shown in messages.
+SECRET_MASK = "'***' (secret)"
+#: What a ``_version`` counter holds: a plain non-negative integer (checked against int64 too).
+_VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
+_INT64_MAX = 2**63 - 1
+
+#: A record as read: its hash (field bytes -> value bytes) and its ByteStreams.
+Fetched = tuple[dict[Any, Any], dict[str, bytes]]
+#: Pointers still to resolve: (instance, attribute name, target key).
+Pending = list[tuple["ActiveRecord", str, str]]
+
+
+def _corrupt(key: str, field: str | None, message: str) -> errors.CorruptRecordError:
+    where = f"{key} field {field!r}" if field else key
+    return errors.CorruptRecordError(f"{where}: {message}", key=key, field=field)
+
+
+def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, raw: bytes | str) -> Any:
+    """The Python value of one stored hash field, or CorruptRecordError saying what is wrong.
+
+    Type tags resolve through the closed table of attribute types; the
+    ``module`` member must be the declared attribute's module. Nothing is imported.
+    The message never quotes the value of a ``secret=True`` attribute, and the
+    error has no ``__context__``: an exception being handled by the caller
+    (a parser's, say) may hold the stored bytes.
+    """
+    value, problem = _decode_envelope(meta, attr, name, raw)
+    if problem is not None:
+        _raise_alone(_corrupt(key, name, problem))
+    return value
+
+
+def _decode_envelope(meta: ModelOptions, attr: Attribute[Any], name: str, raw: bytes | str) -> tuple[Any, str | None]:
+    """``(value, None)``, or ``(None, what is wrong)`` for a stored field that is not what repocket writes."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    secret = attr.secret
+    try:
+        envelope = serialization.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return None, "not valid JSON" + ("" if secret else f" ({exc})")
+    if type(envelope) is not dict:
+        return None, f"expected a JSON object envelope, found {type(envelope).__name__}"
+    tag = envelope.get("type")
+    expected = type(attr).__name__
+    if tag != expected and not (isinstance(tag, str) and tag in attr.compatible_tags):
+        if isinstance(tag, str) and tag in ATTRIBUTE_TYPES:
+            return None, f"stored as {tag}, but {meta.label}.{name} is {expected}"
+        return None, f"unknown type tag {_short_repr(tag)}"
+    module = envelope.get("module")
+    if module != type(attr).__module__:
+        return None, f"module {_short_repr(module)} is not {type(attr).__module__!r} (nothing was imported)"
+    if "value" not in envelope:
+        return None, "the envelope has no 'value' member"
+    extra = envelope.keys() - _ENVELOPE - attr.extra_members
+    if extra:
+        return None, f"unexpected envelope members {_short_repr(sorted(extra))}"
+    try:
+        return attr.decode(envelope["value"], envelope), None
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+        if secret:  # the cause's text may quote the value too
+            return None, f"invalid {expected} value {SECRET_MASK}"
+        return None, f"invalid {expected} value {_short_repr(envelope['value'])} ({exc})"
+
+
+def _raise_alone(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` with no ``__context__`` (``raise ... from None`` only hides it)."""
+    try:
+        raise exc
+    except BaseException as raised:
+        raised.__context__ = None
+        raise
+
+
+def fetch(items: Sequence[tuple[ModelOptions, str]],
+          fields: frozenset[str] | None = None) -> Plan[list[Fetched | None]]:
+    """Raw hashes and ByteStream strings of many records, in one round trip.
+
+    A record with ByteStreams is read in one MULTI, so its hash and strings are
+    one snapshot. Missing records come back as None. With ``fields`` (attribute
+    names, the primary key among them), only those are read, with HMGET.
+    """
+    if not items:
+        return []
+    wanted = [_wanted(meta, fields) for meta, _ in items]
+    commands: list[Command] = []
+    for (_, key), (hash_fields, streams) in zip(items, wanted):
+        commands.append(command("HGETALL", key) if hash_fields is None else command("HMGET", key, *hash_fields))
+        commands.extend(command("GET", keys.stream_key(key, name)) for name in streams)
+    transaction = any(streams for _, streams in wanted)
+    replies = yield Pipeline(commands, transaction, items[0][0].label)
+    out: list[Fetched | None] = []
+    position = 0
+    for (_, _key), (hash_fields, streams) in zip(items, wanted):
+        raw = replies[position]
+        if hash_fields is not None:  # HMGET: the primary key is absent only when the record is
+            raw = {f: v for f, v in zip(hash_fields, raw) if v is not None} if raw[0] is not None else {}
+        stream_values = {name: replies[position + offset] or b""
+                         for offset, name in enumerate(streams, start=1)}
+        position += 1 + len(streams)
+        out.append((raw, stream_values) if raw else None)
+    return out
+
+
+def _wanted(meta: ModelOptions, fields: frozenset[str] | None) -> tuple[list[bytes] | None, list[str]]:
+    """The hash fields (None: all, by HGETALL) and ByteStreams to read of a record."""
+    if fields is None:
+        return None, meta.streams
+    hash_fields = [meta.pk.encode()]
+    hash_fields += [field for field, name, _, _ in meta.layout
+                    if field is not None and name in fields and name != meta.pk]
+    if meta.versioned:
+        hash_fields.append(b"_version")
+    return hash_fields, [name for name in meta.streams if name in fields]
+
+
+def _read_version(key: str, raw_hash: dict[bytes, Any]) -> int:
+    """The stored ``_version`` counter (0 when absent), as the write scripts accept it.
+
+    Anything but a plain non-negative integer within int64 is CorruptRecordError:
+    the scripts could not add to it (HINCRBY), so such a record is refused at get().
+    """
+    raw = raw_hash.get(b"_version", b"0")
+    if isinstance(raw, str):  # a client that decodes responses
+        raw = raw.encode("utf-8", "surrogatepass")
+    if _VERSION.fullmatch(raw) and int(raw) <= _INT64_MAX:
+        return int(raw)
+    raise _corrupt(key, "_version", f"the version counter {_short_repr(raw)} is not a plain integer within 64 bits")
+
+
+def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
+          fields: frozenset[str] | None = None) -> ActiveRecord:
+    """An instance from its raw hash and strings; its Pointers go into ``pending``.
+
+    With ``fields``, the other attributes are left out of the instance (deferred).
+    """
+    raw_hash, raw_streams = fetched
+    if raw_hash and not isinstance(next(iter(raw_hash)), bytes):  # a client that decodes responses
+        raw_hash = {field.encode(): value for field, value in raw_hash.items()}
+    model = meta.model
+    instance = model.__new__(model)
+    data: dict[str, Any] = {}
+    for field, name, attr, read in meta.layout:
+        if fields is not None and name not in fields:
+            continue
+        if field is None:
+            data[name] = raw_streams.get(name, b"")
+            continue
+        raw = raw_hash.get(field)
+        if raw is None:  # an attribute added after the record was written
+            data[name] = attr.get_default()
+            continue
+        try:
+            data[name] = read(raw)  # what repocket writes: parse the value only
+        except (TypeError, ValueError, ArithmeticError):
+            data[name] = decode_field(meta, attr, key, name, raw)  # checks, and says what is wrong
+    if str(data[meta.pk]) != key[len(meta.prefix) + 1:]:
+        try:
+            meta.parse_key(key)
+        except ValueError as exc:
+            raise _corrupt(key, None, str(exc)) from None
+        raise _corrupt(key, meta.pk, f"holds id {data[meta.pk]!s}, which is not the id in its key")
+    for name in meta.pointers:
+        target = data.get(name)
+        if target is not None:
+            pending.append((instance, name, target))
+            data[name] = None
+    instance._data = data
+    if fields is not None:
+        instance._deferred = frozenset(meta.fields).difference(fields)
+    instance._version = _read_version(key, raw_hash) if meta.versioned else None
+    instance._stored = raw_hash  # what save() compares with to write only changes
+    instance._stored_streams = dict(raw_streams) if raw_streams else {}
+    return instance
+
+
+def load(
+    meta: ModelOptions,
+    record_keys: Sequence[str],
+    identity: dict[str, ActiveRecord] | None = None,
+    fields: frozenset[str] | None = None,
+) -> Plan[list[ActiveRecord | None]]:
+    """Instances for record keys (None where missing), Pointers resolved level by level.
+
+    With ``fields`` (which must hold the primary key), only those attributes are
+    loaded; Pointer targets are always loaded whole.
+    """
+    identity = {} if identity is None else identity
+    pending: Pending = []
+    out: list[ActiveRecord | None] = []
+    fetched_all = yield from fetch([(meta, key) for key in record_keys], fields)
+    for key, fetched in zip(record_keys, fetched_all):
+        if fetched is None:
+            out.append(None)
+            continue
+        instance = identity.get(key)
+        if instance is None:
+            instance = identity[key] = build(meta, key, fetched, pending, fields)
+        out.append(instance)
+    yield from resolve_pointers(pending, identity)
+    return out
+
+
+def resolve_pointers(pending: Pending, identity: dict[str, ActiveRecord]) -> Plan[None]:
+    """Replace stored pointer keys with instances: one round trip per level of depth."""
+    while pending:
+        wanted: dict[str, ModelOptions] = {}
+        for instance, name, target_key in pending:
+            if target_key not in identity:
+                attr = instance._meta.fields[name]
+                wanted[target_key] = attr.to_model._meta  # type: ignore[attr-defined]
+        items = list(wanted.items())
+        next_pending: Pending = []
+        fetched_all = yield from fetch([(m, k) for k, m in items])
+        for (target_key, target_meta), fetched in zip(items, fetched_all):
+            if fetched is not None:
+                identity[target_key] = build(target_meta, target_key, fetched, next_pending)
+        for instance, name, target_key in pending:
+            target: Any = identity.get(target_key)
+            if target is None and not instance._meta.fields[name].null:
+                # Loading never fails for a missing target: the record can still be
+                # listed, updated and deleted; reading the attribute raises.
+                source = instance._meta.key(instance._data[instance._meta.pk])
+                target = BrokenReference(target_key, source, name)
+            instance._data[name] = target
+        pending = next_pending

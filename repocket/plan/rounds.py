@@ -1,0 +1,93 @@
+"""What a plan yields: rounds of commands, as plain data that carries every key it touches.
+
+- :class:`Pipeline`: commands sent in one round trip (in a MULTI when
+  ``transaction``); the plan receives the list of their replies. A pipeline of
+  one command is sent as that command alone.
+- :class:`Eval`: one call of a repocket Lua script, sent at most once (a lost
+  reply raises ``RedisConnectionError`` instead of a retry that could apply a
+  write twice); the plan receives the script's reply.
+- :class:`Sleep`: a pause before a retry, without a round trip.
+- :class:`Emit`: records handed to the caller of a streaming plan
+  (``iterator()``, ``async for``) as they are loaded.
+
+A command that fails (a key of the wrong type, a refused script) is not a
+reply: the executor turns it into repocket's error, naming the command's key,
+and throws it into the plan, which may catch it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = ["Command", "Emit", "Eval", "Pipeline", "Plan", "Round", "Sleep", "command", "one"]
+
+T = TypeVar("T")
+
+_NO_OPTIONS: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One Redis command: its arguments, the key to name if it fails, and parse options."""
+
+    args: tuple[Any, ...]
+    key: str | None = None
+    #: What redis-py's reply parser needs to know (``withscores=True`` for ZRANGE).
+    options: Mapping[str, Any] = field(default_factory=lambda: _NO_OPTIONS)
+
+
+def command(*args: Any, key: str | None = None, **options: Any) -> Command:
+    """A :class:`Command`; ``key`` defaults to the command's first argument after its name."""
+    if key is None and len(args) > 1 and isinstance(args[1], str):
+        key = args[1]
+    return Command(args, key, options or _NO_OPTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Commands sent in one round trip; ``label`` names whose they are in errors."""
+
+    commands: Sequence[Command]
+    transaction: bool = False
+    label: str = "repocket"
+
+
+def one(*args: Any, label: str = "repocket", **options: Any) -> Pipeline:
+    """A round of a single command (the plan receives a list of one reply)."""
+    return Pipeline([command(*args, **options)], False, label)
+
+
+@dataclass(frozen=True, slots=True)
+class Eval:
+    """One call of the Lua script ``script`` (a name in ``repocket/lua``), sent at most once."""
+
+    script: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+    label: str = "repocket"
+
+    @property
+    def key(self) -> str | None:
+        """The key named when the call fails: the script's first."""
+        return self.keys[0] if self.keys else None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds`` before the next round (the back-off of a contended write)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Items for the caller of a streaming plan; the plan receives None."""
+
+    items: Sequence[Any]
+
+
+Round = Pipeline | Eval | Sleep | Emit
+#: A plan: yields rounds, receives their replies, returns its result.
+Plan = Generator[Round, Any, T]

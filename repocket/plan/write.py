@@ -1,0 +1,583 @@
+"""Writing records: every save, delete, bulk batch, increment and append, as plans.
+
+Planning only (see :mod:`repocket.plan`). Writes go through the ``write`` Lua
+script: one atomic call for a record or a whole batch of them (all of it or
+nothing), re-planned when a record changed under it; the refusal gives the
+writer a short lease on the record, so the re-plan converges
+(docs/consistency.rst). :func:`save`, :func:`delete`, :func:`increment` and
+:func:`append` are the plans; :class:`WriteJob` is one record's part of a call.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+from repocket import errors, keys
+from repocket.attributes import Attribute, Decimal, Float, Integer, _short_repr
+from repocket.indexes import WritePlan
+from repocket.plan.load import SECRET_MASK, _corrupt, decode_field
+from repocket.plan.rounds import Eval, Plan, Sleep
+
+if TYPE_CHECKING:
+    from repocket.model import ActiveRecord
+    from repocket.options import ModelOptions
+
+__all__ = [
+    "LEASE_PAUSE", "WRITE_BUDGET", "WriteJob", "append", "bulk_save", "bulk_update", "delete", "increment", "run_writes",
+    "save",
+]
+
+#: How long (seconds) a write keeps trying while other writers hold leases on
+#: its records. A lease lives 2 seconds at most, so only a stuck server or a
+#: writer that keeps changing data behind repocket's back exhausts it.
+WRITE_BUDGET = 10.0
+#: The pause (seconds) before calling again when another writer holds a lease:
+#: random, so waiting writers do not all come back at once.
+LEASE_PAUSE = (0.0005, 0.003)
+
+
+class WriteJob:
+    """One record's write: re-planned from what Redis holds when it changed under us."""
+
+    def __init__(self, make_plan: Callable[[WriteJob], WritePlan], stored: dict[bytes, bytes] | None,
+                 must_exist: bool = False) -> None:
+        self.make_plan = make_plan
+        #: A vanished record is an error (DoesNotExist), not something to write anew.
+        self.must_exist = must_exist
+        #: The hash fields as we believe Redis holds them (None: we assume nothing is stored).
+        self.stored = stored
+        #: Indexed fields' stored bytes, for removing old index entries.
+        self.known_old: dict[bytes, bytes] | None = stored
+        #: What the instance last read or wrote: its index entries are removed too
+        #: when the stored value turns out unreadable (corrupted behind our back).
+        self.last_seen: dict[bytes, bytes] = dict(stored or {})
+        #: After the write: how many keys its ``del`` ops deleted.
+        self.deleted = 0
+
+    def retry_from(self, reply: list[Any]) -> None:
+        status = reply[0]
+        if status == b"missing":  # deleted under us: write it whole, as new
+            self.stored = self.known_old = None
+            return
+        known = dict(self.known_old or {})
+        for field, current in zip(reply[1::2], reply[2::2]):
+            if current:
+                known[field] = current
+            else:
+                known.pop(field, None)
+        self.known_old = known
+
+
+def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRITE_BUDGET) -> Plan[None]:
+    """Write every job in one call of the ``write`` script: all of them, or none.
+
+    When records changed under us, nothing was written: those jobs are
+    re-planned from the values the refusal returned and the whole batch is
+    sent again. That refusal also gave us a short lease on those records, so
+    no other repocket writer changes them before our next call, which
+    therefore succeeds: the re-plan converges however many writers contend.
+    While another writer holds a lease on one of our records, we pause and
+    call again, for ``budget`` seconds at most (then ConflictError).
+    """
+    token = secrets.token_hex(8)  # names our leases
+    deadline = time.monotonic() + budget
+    holding = False  # whether the script gave us leases that are still ours
+    plans: list[WritePlan] = []
+    try:
+        while True:
+            plans = [job.make_plan(job) for job in jobs]
+            reply = yield write_call(meta, token, plans)
+            if reply[0] == b"ok":  # the call deleted our leases
+                holding = False
+                for job, deleted in zip(jobs, reply[1:]):
+                    job.deleted = int(deleted)
+                return
+            refusals = [(jobs[int(number) - 1], plans[int(number) - 1], refusal)
+                        for number, refusal in zip(reply[1::2], reply[2::2])]
+            statuses = {refusal[0] for _, _, refusal in refusals}
+            if statuses <= {b"conflict", b"leased"}:  # leases granted only when none was met
+                holding = holding or b"leased" not in statuses
+            else:  # the script released ours: any other refusal is one we do not retry as is
+                holding = False
+            for job, plan, refusal in refusals:  # a refusal we cannot retry wins
+                _raise_unless_retryable(meta, job, plan, refusal)
+            if time.monotonic() > deadline:
+                raise errors.ConflictError(
+                    f"{meta.label}: for {budget:g} s the records kept changing or other writers "
+                    "held them; nothing was written"
+                )
+            for job, _, refusal in refusals:
+                if refusal[0] != b"leased":
+                    job.retry_from(refusal)
+            if b"leased" in statuses:
+                yield Sleep(random.uniform(*LEASE_PAUSE))
+    except GeneratorExit:
+        raise  # the caller went away (a cancelled task): our leases expire within 2 s
+    except BaseException:
+        if holding:  # we give up with leases in hand (an error while re-planning, say)
+            yield from _release_leases(token, plans)
+        raise
+
+
+def write_call(meta: ModelOptions, token: str, plans: Sequence[WritePlan]) -> Eval:
+    """One call of the ``write`` script for ``plans``, under the lease token ``token``."""
+    script_keys: list[str] = []
+    args: list[Any] = [len(plans), token]
+    for plan in plans:
+        script_keys.extend(plan.keys)
+        args.extend(plan.args())
+    return Eval("write", script_keys, args, meta.label)
+
+
+def _release_leases(token: str, plans: Sequence[WritePlan]) -> Plan[None]:
+    """Give back the leases ``token`` holds on the plans' records, best effort: if this fails, they expire in 2 s."""
+    try:
+        yield Eval("release", [plan.keys[1] for plan in plans], [token])
+    except errors.RepocketError:
+        pass
+
+
+def _raise_unless_retryable(meta: ModelOptions, job: WriteJob, plan: WritePlan, refusal: list[Any]) -> None:
+    """Raise the exception for a refusal that re-planning cannot cure (missing, conflict, leased can be)."""
+    status = refusal[0]
+    if status == b"missing" and job.must_exist:
+        raise meta.model.DoesNotExist(f"{plan.keys[0]} does not exist; nothing was written")
+    if status == b"stale" or (status == b"missing" and meta.versioned):
+        found = _text(refusal[1]) if len(refusal) > 1 and refusal[1] else "no record"
+        raise errors.ConflictError(
+            f"{plan.keys[0]}: changed by someone else since it was loaded "
+            f"(stored version: {found[:40]}); nothing was written. Call refresh() and retry."
+        )
+    if status not in (b"missing", b"conflict", b"leased"):
+        raise_for_reply(refusal, meta, plan)
+
+
+def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> None:
+    """Turn a refusal from the write script into the matching exception."""
+    status = reply[0]
+    if status in (b"wrongtype", b"corrupt"):
+        raise _stored_data_error(plan.keys[0], reply)
+    if status in (b"taken", b"clash"):
+        slot, token, other = int(reply[1]), _text(reply[2]), _text(reply[3])
+        field = plan.keys[slot - 1].rsplit(":", 1)[-1]
+        value = plan.unique_values.get(token, token)
+        shown = SECRET_MASK if meta.fields[field].secret else _short_repr(value)
+        if status == b"taken":
+            where = f"is already used by {meta.key(other)}"
+        else:  # claimed twice within the batch, which the script wrote none of
+            where = (f"is given to two records of the same batch, {other} and "
+                     f"{plan.keys[0].rsplit(':', 1)[-1]}")
+        raise errors.UniqueConstraintError(
+            f"{meta.label}.{field}: the value {shown} {where}; nothing was written",
+            model=meta.label,
+            field=field,
+            value=value,
+        )
+    raise errors.RepocketError(f"{meta.label}: unexpected reply from the write script: {_text(status)!r}")
+
+
+def _text(raw: bytes | str) -> str:
+    """Text from a script's reply, whatever bytes the stored data held."""
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
+
+
+def _stored_data_error(record: str, reply: list[Any]) -> errors.CorruptRecordError:
+    """The error for a script refusing stored data it cannot write over.
+
+    ``{"wrongtype", key, type}``: a key of the wrong Redis type.
+    ``{"corrupt", field, problem, value}``: a stored value a write command would fail on
+    (only ``_version`` so far, which is never secret).
+    """
+    if reply[0] == b"wrongtype":
+        key, have = _text(reply[1]), _text(reply[2])
+        return errors.CorruptRecordError(
+            f"{key} is a Redis {have}, not what repocket keeps there; nothing was written", key=key
+        )
+    field, problem, value = _text(reply[1]), _text(reply[2]), _text(reply[3])
+    return _corrupt(record, field, f"the stored value {_short_repr(value)} {problem}; nothing was written")
+
+
+def _old_value(meta: ModelOptions, record: str, name: str, raw: bytes) -> Any:
+    """The decoded stored value, or _UNREADABLE when it is corrupt (its entries cannot be found)."""
+    try:
+        return decode_field(meta, meta.fields[name], record, name, raw)
+    except errors.CorruptRecordError:
+        return _UNREADABLE
+
+
+_UNREADABLE: Any = object()
+
+
+def _new_plan(meta: ModelOptions, pk: str) -> WritePlan:
+    """An empty plan for the record ``pk``: its hash and its write lease are its first keys."""
+    return WritePlan(meta.key(pk), keys.lease_key(meta.prefix, pk))
+
+
+def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, record: str, pk: str, name: str, new: Any) -> None:
+    """Guard an indexed field, drop its old entries and add the new ones (``new`` may be _UNREADABLE: remove only)."""
+    attr = meta.fields[name]
+    field = name.encode()
+    old_raw = (job.known_old or {}).get(field)
+    plan.check("guard", name, old_raw or b"")
+    unique_slot = plan.slot(keys.unique_key(meta.prefix, name), "h") if attr.unique else 0
+    if old_raw is None and job.stored is not None:
+        # The record exists but lacks the field (declared after it was written): it
+        # reads as the default, and check() indexes it so. Removing absent entries is harmless.
+        old = attr.get_default()
+    elif old_raw is None:
+        old = _UNREADABLE  # a new record: nothing to remove
+    else:
+        old = _old_value(meta, record, name, old_raw)
+        if old is _UNREADABLE and field in job.last_seen:
+            old = _old_value(meta, record, name, job.last_seen[field])
+    if old is not _UNREADABLE:
+        try:
+            old_token = attr.index_token(old) if unique_slot and old is not None else None
+            plan.remove_entries(meta, name, old, pk)
+        except (ArithmeticError, ValueError, TypeError):
+            pass  # a stored value whose entries cannot be named (Decimal past the exponent range): as if corrupt
+        else:
+            if old_token is not None:
+                plan.write("udel", unique_slot, old_token, pk)
+    if new is _UNREADABLE:
+        return
+    problem: Exception | None = None
+    try:
+        token = attr.index_token(new) if unique_slot and new is not None else None
+        plan.add_entries(meta, name, new, pk)
+    except (ArithmeticError, ValueError, TypeError) as exc:  # a value no index entry can name
+        problem = exc
+    if problem is not None:
+        raise attr._invalid(new, problem)
+    if token is not None:
+        plan.check("unique", unique_slot, token, pk)
+        plan.unique_values[token] = new
+        plan.write("uset", unique_slot, token, pk)
+
+
+def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = False,
+         *, fields: Collection[str] | None = None) -> Plan[None]:
+    """Write validated instances (ids assigned) in one script call: all of them, or none.
+
+    An instance loaded or saved before writes only the attributes whose bytes
+    changed since; a new one, or any with ``force``, writes all of them.
+    With ``fields`` (attribute names), only those attributes are considered,
+    and every record must already exist: a missing one raises
+    ``Model.DoesNotExist`` naming its key, with nothing of the batch written.
+    An instance's deferred attributes (``_deferred``, not loaded) are never
+    written, indexed or compared, even with ``force``; such an instance must
+    exist too, as its record cannot be written whole.
+    """
+    chosen = _chosen_fields(meta, fields)
+    prepared = []
+    jobs = []
+    for instance in instances:
+        pk = str(instance._data[meta.pk])
+        record = meta.key(pk)
+        names = chosen - instance._deferred
+        partial = fields is not None or bool(instance._deferred)
+        everything = force or instance._stored is None
+        encoded = {field: attr.encode(instance._data[name])
+                   for field, name, attr, _ in meta.layout if field is not None and name in names}
+        streams = {name: instance._data[name] or b"" for name in meta.streams if name in names}
+        # A partial write of an instance never loaded claims no version: it is not checked.
+        claims_version = meta.versioned and not (partial and instance._version is None)
+        prepared.append((instance, encoded, streams, partial, claims_version))
+
+        def make_plan(job: WriteJob, instance: ActiveRecord = instance, pk: str = pk, record: str = record,
+                      encoded: dict[bytes, bytes] = encoded, streams: dict[str, bytes] = streams,
+                      everything: bool = everything, claims_version: bool = claims_version) -> WritePlan:
+            plan = _new_plan(meta, pk)
+            stored = job.stored
+            if meta.versioned:
+                if claims_version:
+                    plan.check("version", str(instance._version or ""))
+                plan.write("bump")
+            if stored is not None:
+                plan.check("exists")
+            if everything or stored is None:
+                changed = encoded
+            else:
+                changed = {field: raw for field, raw in encoded.items() if stored.get(field) != raw}
+            for name in meta.indexed:
+                if name.encode() in changed:
+                    _plan_index_change(plan, meta, job, record, pk, name, instance._data[name])
+            for field, raw in changed.items():
+                plan.write("hset", field, raw)
+            old_streams = None if everything or stored is None else instance._stored_streams
+            for name, value in streams.items():
+                if old_streams is None or old_streams.get(name, b"") != value:
+                    slot = plan.slot(keys.stream_key(record, name), "t")
+                    if value:
+                        plan.write("set", slot, value)
+                    else:
+                        plan.write("del", slot)
+            plan.write("sadd", plan.slot(meta.ids_key, "s"), pk)
+            return plan
+
+        believed: dict[bytes, bytes] | None
+        if partial:  # the record exists: what we loaded is our best guess at what it holds
+            believed = instance._stored if instance._stored is not None else {}
+        else:
+            believed = None if force else instance._stored
+        jobs.append(WriteJob(make_plan, believed, must_exist=partial))
+    yield from run_writes(meta, jobs)
+    for instance, encoded, streams, partial, claims_version in prepared:
+        if partial:
+            instance._stored = {**(instance._stored or {}), **encoded}
+            instance._stored_streams = {**instance._stored_streams, **streams}
+        else:
+            instance._stored = encoded
+            instance._stored_streams = streams
+        if claims_version:
+            instance._version = (instance._version or 0) + 1
+
+
+def _chosen_fields(meta: ModelOptions, fields: Collection[str] | None) -> frozenset[str]:
+    """The attribute names a save considers: ``fields`` (checked), or every attribute."""
+    if fields is None:
+        return frozenset(meta.fields)
+    chosen = frozenset([fields] if isinstance(fields, str) else fields)
+    for name in sorted(chosen):
+        if name not in meta.fields:
+            raise meta.unknown_field(name)
+    return chosen
+
+
+def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[int]]:
+    """Delete records with their strings and index entries, each atomically; keys deleted per record.
+
+    A versioned record is deleted only at the version its instance loaded; an
+    instance never loaded (``Model(id=...)``) claims no version, so none is
+    checked. Its stored values are unknown: the guards fetch them.
+    """
+    jobs = []
+    for instance in instances:
+        pk = str(instance._data[meta.pk])
+        record = meta.key(pk)
+
+        def make_plan(job: WriteJob, pk: str = pk, record: str = record,
+                      claims_version: bool = meta.versioned and instance._stored is not None,
+                      instance: ActiveRecord = instance) -> WritePlan:
+            plan = _new_plan(meta, pk)
+            if claims_version:
+                plan.check("version", str(instance._version or ""))
+            for name in meta.indexed:
+                _plan_index_change(plan, meta, job, record, pk, name, _UNREADABLE)
+            plan.write("del", 1)
+            for name in meta.streams:
+                plan.write("del", plan.slot(keys.stream_key(record, name), "t"))
+            plan.write("srem", plan.slot(meta.ids_key, "s"), pk)
+            return plan
+
+        jobs.append(WriteJob(make_plan, instance._stored if instance._stored is not None else {}))
+    yield from run_writes(meta, jobs)
+    return [job.deleted for job in jobs]
+
+
+def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
+    """Add ``amount`` to a number attribute inside Redis; returns the stored result.
+
+    Integers are added by the ``incr`` script in one call. Floats, Decimals,
+    integers past 2**53 and unique fields use the ``write`` script with a guard
+    on the current value, re-read and retried when another writer got there first.
+    """
+    meta = instance._meta
+    attr = meta.fields[name]
+    if not isinstance(attr, (Integer, Float, Decimal)):
+        raise errors.ValidationError(
+            f"{meta.label}.{name}: only Integer, Float and Decimal attributes can be incremented",
+            model=meta.label, field=name, value=amount, expected="a number attribute",
+        )
+    step = attr.cast(amount)
+    if step is None:
+        raise attr._invalid(amount)
+    pk = str(instance._pk())
+    record = meta.key(pk)
+    if isinstance(attr, Integer) and not attr.unique and abs(step) < 2**52:
+        script_keys = [record, keys.lease_key(meta.prefix, pk)]
+        eq_prefix = ""
+        if attr.index:
+            script_keys.append(keys.sorted_index_key(meta.prefix, name))
+            eq_prefix = keys.eq_index_key(meta.prefix, name, "")
+        deadline = time.monotonic() + WRITE_BUDGET
+        while True:
+            reply = yield Eval("incr", script_keys, [name, step, pk, eq_prefix, "1" if meta.versioned else ""],
+                               meta.label)
+            if reply[0] != b"leased":
+                break
+            if time.monotonic() > deadline:  # another writer's lease: it is about to write the record
+                raise errors.ConflictError(
+                    f"{record}: other writers held it for {WRITE_BUDGET:g} s; nothing was incremented"
+                )
+            yield Sleep(random.uniform(*LEASE_PAUSE))
+        status = reply[0]
+        if status == b"ok":
+            if meta.versioned and reply[2] == (instance._version or 0) + 1:
+                instance._version = reply[2]  # nobody else wrote in between: still current
+            return _settle_increment(instance, name, int(reply[1]))
+        if status == b"missing":
+            raise meta.model.DoesNotExist(f"{record} does not exist; nothing was incremented")
+        if status in (b"wrongtype", b"corrupt"):
+            raise _stored_data_error(record, reply)
+        # "shape" (null or unusual text) and "big" fall through to the exact path below.
+    result: dict[str, Any] = {}
+    # A versioned instance whose version is current stays current after its own
+    # increment; the first try checks that, and a stale one retries without it.
+    state = {"check_version": meta.versioned}
+
+    def make_plan(job: WriteJob) -> WritePlan:
+        plan = _new_plan(meta, pk)
+        plan.check("exists")
+        if state["check_version"]:
+            plan.check("version", str(instance._version or ""))
+        # The guard checks our belief about the stored bytes; when it is wrong, the
+        # refusal brings the real ones and we plan again. Nothing known yet means
+        # "absent": an attribute added after the record was written, whose value
+        # is its default (as reading it would give).
+        current_raw = (job.known_old or {}).get(name.encode())
+        plan.check("guard", name, current_raw or b"")
+        if current_raw is None:
+            current = attr.get_default()
+        else:
+            current = decode_field(meta, attr, record, name, current_raw)
+        if current is None:
+            result.pop("value", None)
+            if current_raw is not None:
+                raise _cannot_add(meta, name, amount, None, attr)
+            return plan  # absent with a None default: written only if the guard holds
+        problem: ArithmeticError | None = None
+        try:
+            new = current + step
+        except ArithmeticError as exc:  # Decimal: inf + -inf, or past the exponent range
+            problem = exc
+        if problem is not None:
+            raise _cannot_add(meta, name, amount, current, attr, problem)
+        result["value"] = new
+        if attr.index:
+            _plan_index_change(plan, meta, job, record, pk, name, new)
+        plan.write("hset", name, attr.encode(new))
+        if meta.versioned:
+            plan.write("bump")
+        return plan
+
+    try:
+        yield from run_writes(meta, [WriteJob(make_plan, {}, must_exist=True)])
+    except errors.ConflictError:
+        if not state["check_version"]:
+            raise
+        state["check_version"] = False
+        yield from run_writes(meta, [WriteJob(make_plan, {}, must_exist=True)])
+    else:
+        if meta.versioned:
+            instance._version = (instance._version or 0) + 1
+    if "value" not in result:
+        raise _cannot_add(meta, name, amount, None, attr)
+    return _settle_increment(instance, name, result["value"])
+
+
+def _cannot_add(meta: ModelOptions, name: str, amount: Any, current: Any, attr: Attribute[Any],
+                exc: BaseException | None = None) -> errors.ValidationError:
+    """The error for an increment that cannot be done: the stored value is None, or the sum fails."""
+    if attr.secret:
+        text = f"cannot add {SECRET_MASK} to {SECRET_MASK}"
+    else:
+        text = f"cannot add {_short_repr(amount)} to {_short_repr(current)}" + (f" ({exc})" if exc else "")
+    return errors.ValidationError(
+        f"{meta.label}.{name}: {text}", model=meta.label, field=name,
+        value=current, expected=attr._expected(),
+    )
+
+
+def _settle_increment(instance: ActiveRecord, name: str, value: Any) -> Any:
+    """Give the instance the stored result: its value and stored bytes are now known."""
+    attr = instance._meta.fields[name]
+    instance._data[name] = value
+    if instance._stored is not None:
+        instance._stored[name.encode()] = attr.encode(value)
+    if name in instance._deferred:
+        instance._deferred = instance._deferred - {name}
+    return value
+
+
+def append(instance: ActiveRecord, name: str, chunk: bytes) -> Plan[str]:
+    """APPEND ``chunk`` to a saved record's ByteStream ``name``, only while the record exists.
+
+    Updates the value in memory too, and returns the string's key. The next
+    save() does not write the stream again: its stored value is taken as the
+    result, whatever others appended.
+    """
+    meta = instance._meta
+    record = instance._key()
+    key = keys.stream_key(record, name)
+    length = yield Eval("append", [record, key], [chunk], meta.label)
+    if length == -1:
+        raise instance.DoesNotExist(f"{meta.label} {record} no longer exists; nothing was appended")
+    instance._data[name] = (instance._data[name] or b"") + chunk
+    instance._stored_streams[name] = instance._data[name]
+    return key
+
+
+def bulk_update(model: type[Any], objs: list[Any], fields: Sequence[str], batch_size: int) -> Plan[int]:
+    """Write ``fields`` of saved records, one atomic script call per batch; see QuerySet.bulk_update."""
+    meta = model._meta
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if isinstance(fields, str) or not fields:
+        raise ValueError("bulk_update() takes a list of the attribute names to write")
+    names = []
+    for name in fields:
+        name = meta.pk if name == "pk" else name
+        if name not in meta.fields:
+            raise meta.unknown_field(name)
+        if name == meta.pk:
+            raise errors.ValidationError(f"{meta.label}.{name}: the primary key cannot be updated",
+                                         model=meta.label, field=name, value=None)
+        names.append(name)
+    seen: set[Any] = set()
+    for obj in objs:
+        if type(obj) is not model:
+            raise TypeError(f"bulk_update of {meta.label} got a {type(obj).__name__}")
+        if obj.pk is None:
+            raise ValueError(f"bulk_update(): every {meta.label} must have been saved (one has no id)")
+        if obj.pk in seen:
+            raise ValueError(f"{meta.label} {obj.pk} appears twice in one bulk_update()")
+        seen.add(obj.pk)
+        obj._validate_for_save(names)
+    for start in range(0, len(objs), batch_size):
+        # force: the named fields are written even where they equal what was loaded, as Django does
+        yield from save(meta, objs[start:start + batch_size], force=True, fields=names)
+    return len(objs)
+
+
+def bulk_save(model: type[Any], instances: list[Any], batch_size: int, assign_ids: bool = True) -> Plan[list[Any]]:
+    """Validate every instance first, then save them ``batch_size`` per pipelined round trip."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    meta = model._meta
+    seen: set[Any] = set()
+    seen_objects: set[int] = set()
+    for instance in instances:
+        if type(instance) is not model:
+            raise TypeError(f"bulk_create of {meta.label} got a {type(instance).__name__}")
+        if id(instance) in seen_objects:
+            raise ValueError(f"the same {meta.label} instance appears twice in one bulk write")
+        seen_objects.add(id(instance))
+        pk = instance._data[meta.pk]
+        if pk is not None:
+            if pk in seen:
+                raise ValueError(f"{meta.label} {pk} appears twice in one bulk write")
+            seen.add(pk)
+        for name in meta.auto_now:
+            instance._data[name] = meta.fields[name].now()
+        instance._validate_for_save()
+    for instance in instances:
+        if instance._data[meta.pk] is None:
+            instance._data[meta.pk] = meta.fields[meta.pk].generate()
+    for start in range(0, len(instances), batch_size):
+        yield from save(meta, instances[start:start + batch_size])
+    return instances
