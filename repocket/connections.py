@@ -6,23 +6,36 @@
 
     configure.connection_pool(hostname="localhost", port=6379, db=0)
     configure.connection_pool(url="rediss://user:secret@redis.example.com:6380/0")
-    conn = configure.get_connection()      # a redis.Redis on the global pool
+    conn = configure.get_connection()          # a redis.Redis on the global pool
+    aconn = configure.get_async_connection()   # in async code: a redis.asyncio.Redis
+    server = await configure.aembedded()       # or configure.embedded(): a private server
 
 Models look the connection up when they run a command, not when they are
 declared, so models can be imported before ``configure`` is called. Every call
 that talks to Redis also takes ``connection=`` to use another client.
 When nothing was configured, the first use connects to ``localhost:6379`` db 0,
 the original defaults.
+
+One ``connection_pool()`` call configures sync and async code alike: it
+records its settings, and each running event loop gets its own
+``redis.asyncio`` client built from them, because an asyncio connection
+belongs to the loop that opened it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 if TYPE_CHECKING:
@@ -30,16 +43,104 @@ if TYPE_CHECKING:
 
 __all__ = ["configure"]
 
+#: Each sync connection class and its redis.asyncio twin, for ``connection_class=``.
+_ASYNC_CONNECTION_CLASSES: dict[type[Any], type[Any]] = {
+    redis.Connection: aioredis.Connection,
+    redis.SSLConnection: aioredis.SSLConnection,
+    redis.UnixDomainSocketConnection: aioredis.UnixDomainSocketConnection,
+}
+
+#: Closing tasks of async clients dropped while their loop runs (a task nobody
+#: references may be garbage-collected before it has run).
+_closing: set[asyncio.Task[None]] = set()
+
+
+#: Seconds an async task waits for a free connection of a busy pool before failing.
+ASYNC_POOL_WAIT = 20.0
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What ``connection_pool()`` was given, as pool options, so both flavours build alike.
+
+    ``options`` are the sync pool's keywords (with ``host``/``port``/``db``
+    when there is no ``url``); :meth:`async_pool` translates the two that are
+    classes of the sync client, ``retry`` and ``connection_class``.
+    """
+
+    url: str | None
+    options: dict[str, Any]
+
+    def sync_pool(self) -> redis.ConnectionPool:
+        """A new ``redis.ConnectionPool`` with these settings (no connection opened yet)."""
+        if self.url is not None:
+            return redis.ConnectionPool.from_url(self.url, **self.options)
+        return redis.ConnectionPool(**self.options)
+
+    def async_pool(self) -> aioredis.ConnectionPool:
+        """A new ``redis.asyncio`` pool with the same settings.
+
+        It is a ``BlockingConnectionPool``: when all its connections (100 unless
+        ``max_connections`` says otherwise) are in use, a task waits for one
+        (up to :data:`ASYNC_POOL_WAIT` seconds) instead of failing with "Too
+        many connections", since async code easily runs more tasks at once
+        than a server should take connections.
+
+        Raises:
+            TypeError: ``connection_class=`` is a sync class with no known
+                asyncio twin.
+        """
+        options = dict(self.options)
+        options["retry"] = _async_retry(options["retry"])
+        if "connection_class" in options:
+            options["connection_class"] = _async_connection_class(options["connection_class"])
+        options.setdefault("max_connections", 100)
+        options.setdefault("timeout", ASYNC_POOL_WAIT)
+        if self.url is not None:
+            return aioredis.BlockingConnectionPool.from_url(self.url, **options)
+        return aioredis.BlockingConnectionPool(**options)
+
+
+def _async_retry(retry: Retry) -> AsyncRetry:
+    """The ``redis.asyncio`` Retry with the same backoff, retries and (redis) errors.
+
+    redis.asyncio only retries redis-py errors (it turns socket errors into
+    them), so the builtin ones a sync Retry lists, like ``socket.timeout``, are
+    left out; if nothing is left, its defaults (connection errors, timeouts) apply.
+    """
+    errors = tuple(e for e in retry._supported_errors if issubclass(e, RedisError))
+    if not errors:
+        return AsyncRetry(retry._backoff, retry.get_retries())
+    return AsyncRetry(retry._backoff, retry.get_retries(), errors)
+
+
+def _async_connection_class(connection_class: type[Any]) -> type[Any]:
+    """The asyncio twin of a sync connection class; an asyncio class is kept."""
+    if issubclass(connection_class, aioredis.connection.AbstractConnection):
+        return connection_class
+    try:
+        return _ASYNC_CONNECTION_CLASSES[connection_class]
+    except KeyError:
+        raise TypeError(
+            f"connection_class={connection_class.__qualname__} has no redis.asyncio twin, "
+            "so async code cannot use these settings; use one of redis-py's own classes"
+        ) from None
+
 
 class configure:  # noqa: N801 - the original API's name
     """Global redis connection manager, used as a singleton (never instantiated).
 
-    ``connection_pool`` sets the global pool; ``get_connection`` can be called
-    safely at any time afterwards.
+    ``connection_pool`` sets the global pool; ``get_connection`` and, in async
+    code, ``get_async_connection`` can be called safely at any time afterwards.
     """
 
+    _settings: _Settings | None = None
     _pool: redis.ConnectionPool | None = None
     _client: redis.Redis | None = None
+    #: One client per running event loop; an entry goes when its loop is collected.
+    _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+        weakref.WeakKeyDictionary()
+    )
     _server: RedisServer | None = None
     _lock = threading.Lock()
 
@@ -66,7 +167,7 @@ class configure:  # noqa: N801 - the original API's name
         max_connections: int | None = None,
         **kwargs: Any,
     ) -> redis.ConnectionPool:
-        """Set the global redis connection pool.
+        """Set the global redis connection pool, for sync and async code alike.
 
         Args:
             hostname: the server's host name (default ``localhost``).
@@ -80,12 +181,20 @@ class configure:  # noqa: N801 - the original API's name
             socket_timeout, socket_connect_timeout: seconds before a command or
                 a connection attempt fails instead of hanging.
             retry: a redis-py ``Retry`` (with its backoff) for commands that hit
-                a connection error or timeout. Default: 3 retries, exponential backoff.
-            max_connections: the most connections the pool opens.
+                a connection error or timeout; async clients get a
+                ``redis.asyncio`` Retry with the same backoff and retries.
+                Default: 3 retries, exponential backoff.
+            max_connections: the most connections the pool opens (each event
+                loop's async pool has the same limit).
             **kwargs: anything else ``redis.ConnectionPool`` accepts.
 
         Returns:
-            The new pool (the previous one is disconnected).
+            The new sync pool (the previous one is disconnected). The async
+            clients made from the previous settings are dropped: the one of the
+            event loop running in this thread, if any, is closed in a task on
+            that loop; the others cannot be closed from here (closing needs
+            their own loop), so they are forgotten, and their connections
+            close when they are garbage-collected.
         """
         options: dict[str, Any] = dict(kwargs)
         for name, value in (
@@ -106,17 +215,14 @@ class configure:  # noqa: N801 - the original API's name
         if url is not None:
             if url.startswith("rediss://"):
                 options.update({k: v for k, v in tls.items() if v is not None})
-            pool = redis.ConnectionPool.from_url(url, **options)
         else:
             options.update(host=hostname, port=port, db=db)
             if ssl or any(v is not None for v in tls.values()):
                 options["connection_class"] = redis.SSLConnection
                 options.update({k: v for k, v in tls.items() if v is not None})
-            pool = redis.ConnectionPool(**options)
-        with cls._lock:
-            old, cls._pool, cls._client = cls._pool, pool, redis.Redis(connection_pool=pool)
-        if old is not None:
-            old.disconnect()
+        settings = _Settings(url, options)
+        pool = settings.sync_pool()
+        cls._install(settings, pool)
         return pool
 
     @classmethod
@@ -133,6 +239,41 @@ class configure:  # noqa: N801 - the original API's name
         return client
 
     @classmethod
+    def get_async_connection(cls) -> aioredis.Redis:
+        """Return the ``redis.asyncio`` client of the running event loop.
+
+        Each loop gets one client, with its own pool built from the settings of
+        the last ``connection_pool()`` call (the defaults if there was none),
+        because asyncio connections cannot move between loops. A client made
+        for a loop that has closed since is never handed out again. Opens no
+        connection, sync or async, until a command is awaited.
+
+        Raises:
+            RuntimeError: no event loop is running in this thread.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "get_async_connection() needs a running event loop; call it from async code"
+            ) from None
+        while True:
+            with cls._lock:
+                client = cls._async_clients.get(loop)
+                if client is not None and not loop.is_closed():
+                    return client
+                settings = cls._settings
+                if settings is not None:
+                    # Built under the lock, so that a concurrent connection_pool()
+                    # cannot leave a client of the old settings behind.
+                    client = aioredis.Redis.from_pool(settings.async_pool())
+                    for closed in [other for other in cls._async_clients if other.is_closed()]:
+                        del cls._async_clients[closed]
+                    cls._async_clients[loop] = client
+                    return client
+            cls.connection_pool()  # nothing configured yet: the defaults, for both flavours
+
+    @classmethod
     def embedded(
         cls,
         path: str | os.PathLike[str] = ".repocket",
@@ -140,7 +281,7 @@ class configure:  # noqa: N801 - the original API's name
         port: int | None = None,
         unix_socket: str | None = None,
     ) -> RedisServer:
-        """Start a private ``redis-server`` and point the global pool at it.
+        """Start a private ``redis-server`` and point the global pool (sync and async) at it.
 
         The server is a child process with append-only persistence in ``path``,
         so data survives a restart. Without ``port`` or ``unix_socket`` it
@@ -156,19 +297,84 @@ class configure:  # noqa: N801 - the original API's name
             The running server; ``server.masked_url`` says where it listens
             (``server.url`` also holds the password).
         """
-        from repocket.server import default_unix_socket, start_embedded
+        return cls._use_server(_embedded_server(path, port, unix_socket).start())
 
-        if port is None and unix_socket is None:
-            unix_socket = default_unix_socket(path)
-        server = start_embedded(path, port=port, unix_socket=unix_socket)
+    @classmethod
+    async def aembedded(
+        cls,
+        path: str | os.PathLike[str] = ".repocket",
+        *,
+        port: int | None = None,
+        unix_socket: str | None = None,
+    ) -> RedisServer:
+        """The async twin of :meth:`embedded`: the same server, started without blocking the loop.
+
+        The data directory and its password file are prepared in a worker
+        thread (the file is fsynced, or waited for while another process
+        writes it); the server is waited for with ``redis.asyncio``, and no
+        sync connection is opened. Then, like :meth:`embedded`, one
+        ``connection_pool()`` call points sync and async code at it.
+        """
+        server = await asyncio.to_thread(_embedded_server, path, port, unix_socket)
+        return cls._use_server(await server.astart())
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget the configured pool (disconnecting it); the next use configures anew.
+
+        Async clients are dropped as by :meth:`connection_pool`.
+        """
+        cls._install(None, None)
+
+    # -- internals -------------------------------------------------------------------
+
+    @classmethod
+    def _use_server(cls, server: RedisServer) -> RedisServer:
+        """Point the global settings at a started embedded ``server`` and return it."""
         cls._server = server
         cls.connection_pool(url=server.url)
         return server
 
     @classmethod
-    def reset(cls) -> None:
-        """Forget the configured pool (disconnecting it); the next use configures anew."""
+    def _install(cls, settings: _Settings | None, pool: redis.ConnectionPool | None) -> None:
+        """Make ``settings`` and ``pool`` current; disconnect the old pool, drop the async clients."""
+        client = redis.Redis(connection_pool=pool) if pool is not None else None
         with cls._lock:
-            old, cls._pool, cls._client = cls._pool, None, None
+            old = cls._pool
+            cls._settings, cls._pool, cls._client = settings, pool, client
+            dropped = dict(cls._async_clients)
+            cls._async_clients.clear()
         if old is not None:
             old.disconnect()
+        _close_on_this_loop(dropped)
+
+
+def _close_on_this_loop(clients: dict[asyncio.AbstractEventLoop, aioredis.Redis]) -> None:
+    """Close, in a task, the client of the loop running in this thread; forget the others.
+
+    Closing an asyncio client needs its own loop, which another thread may be
+    running, or which may be closed already.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    client = clients.get(loop)
+    if client is not None:
+        task = loop.create_task(client.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+def _embedded_server(
+    path: str | os.PathLike[str], port: int | None, unix_socket: str | None
+) -> RedisServer:
+    """The embedded server :meth:`configure.embedded` runs, not started yet.
+
+    Without ``port`` or ``unix_socket``, it listens on ``<path>/redis.sock``.
+    """
+    from repocket.server import default_unix_socket, embedded_server
+
+    if port is None and unix_socket is None:
+        unix_socket = default_unix_socket(path)
+    return embedded_server(path, port=port, unix_socket=unix_socket)

