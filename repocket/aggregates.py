@@ -1,6 +1,7 @@
-"""Aggregates for :meth:`QuerySet.aggregate`: ``Count``, ``Sum``, ``Avg``, ``Min`` and ``Max``.
+"""Aggregates for ``QuerySet.aggregate()``: ``Count``, ``Sum``, ``Avg``, ``Min`` and ``Max``.
 
-Named as in Django (``from django.db.models import Sum``)::
+Named as in Django (``from django.db.models import Sum``), for
+:meth:`repocket.query.QuerySet.aggregate`::
 
     Book.objects.filter(author=a).aggregate(Sum("pages"), longest=Max("pages"))
     # {"pages__sum": 1234, "longest": 640}
@@ -34,7 +35,7 @@ class Aggregate:
     """One summary value over an attribute of the matching records."""
 
     function: ClassVar[str] = ""
-    #: The attribute types this aggregate accepts (empty: any).
+    #: The attribute types this aggregate accepts, or none for any type.
     accepts: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, field: str) -> None:
@@ -47,7 +48,7 @@ class Aggregate:
 
     @property
     def default_alias(self) -> str:
-        """The result's key when it is passed positionally: ``pages__sum``."""
+        """The result's key when the aggregate is passed positionally, as ``pages__sum``."""
         return f"{self.field}__{self.function.lower()}"
 
     def field_name(self, meta: ModelOptions) -> str:

@@ -126,7 +126,7 @@ class QuerySet(Generic[M]):
     def order_by(self, *fields: str) -> QuerySet[M]:
         """A new query ordered by ``fields`` (``"-field"`` descending, ``project__name`` allowed).
 
-        Like :meth:`ResultSet.order_by`, ordering is stable, so a second call
+        Like :meth:`repocket.query.ResultSet.order_by`, ordering is stable, so a second call
         sorts by its fields with ties kept in the previous order:
         ``order_by("name").order_by("city")`` orders by city, then name.
         """

@@ -63,10 +63,9 @@ CLI_ENV = "REPOCKET_REDIS_CLI"
 LOG_NAME = "redis-server.log"
 PASSWORD_NAME = "password"
 SOCKET_NAME = "redis.sock"
-#: Commands an embedded server refuses: CONFIG SET dir/dbfilename + SAVE would write
-#: files anywhere the user may; DEBUG and MODULE LOAD run arbitrary code or crash it.
-#: Commands the embedded server refuses: each could make it write files, load code or
-#: replace its data from another server.
+#: The commands an embedded server refuses. CONFIG SET dir/dbfilename and SAVE would
+#: write files anywhere the user may; DEBUG and MODULE LOAD run arbitrary code or crash
+#: it; REPLICAOF/SLAVEOF would replace its data with another server's.
 RESTRICTED_COMMANDS = ("CONFIG", "DEBUG", "MODULE", "REPLICAOF", "SLAVEOF")
 MASK = "***"
 
@@ -289,7 +288,7 @@ class RedisServer:
             but never in ``repr``, :attr:`masked_url` or error messages, and is
             given to the server on its stdin, not its command line, which any
             local user can read in ``ps``.
-        restrict_commands: disable ``CONFIG``, ``DEBUG`` and ``MODULE``
+        restrict_commands: disable ``CONFIG``, ``DEBUG``, ``MODULE``, ``REPLICAOF`` and ``SLAVEOF``
             (:data:`RESTRICTED_COMMANDS`), so that no client can make the server
             write files outside its directory or load code.
 

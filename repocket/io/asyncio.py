@@ -3,7 +3,7 @@
 Only the sending differs: every round is awaited, so the event loop is never
 blocked, and no sync connection is opened. A task cancelled while it waits
 for a reply leaves no connection with a reply still pending: redis.asyncio
-disconnects a connection whose read was interrupted, and :func:`call_once`
+disconnects a connection whose read was interrupted, and :func:`acall_once`
 releases its connection only after that.
 """
 

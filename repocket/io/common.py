@@ -25,9 +25,9 @@ def evalsha(step: Eval, sha: str) -> tuple[Any, ...]:
 class Driver:
     """Steps a plan for an executor: the round to send next, given the last reply or error.
 
-    The executors' loops only send :attr:`step` and report back with
-    :meth:`give` or :meth:`fail`; when :attr:`step` is None the plan is done
-    and :attr:`value` is its result.
+    The executors' loops only send ``step`` and report back with
+    :meth:`give` or :meth:`fail`; when ``step`` is None the plan is done
+    and ``value`` is its result.
     """
 
     def __init__(self, plan: Plan[Any]) -> None:

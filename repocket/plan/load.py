@@ -31,9 +31,9 @@ SECRET_MASK = "'***' (secret)"
 _VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
 _INT64_MAX = 2**63 - 1
 
-#: A record as read: its hash (field bytes -> value bytes) and its ByteStreams.
+#: A record as read, its hash (field bytes -> value bytes) and its ByteStreams.
 Fetched = tuple[dict[Any, Any], dict[str, bytes]]
-#: Pointers still to resolve: (instance, attribute name, target key).
+#: The Pointers still to resolve, as (instance, attribute name, target key).
 Pending = list[tuple["ActiveRecord", str, str]]
 
 

@@ -70,7 +70,7 @@ class Eval:
 
     @property
     def key(self) -> str | None:
-        """The key named when the call fails: the script's first."""
+        """The key named when the call fails, which is the script's first."""
         return self.keys[0] if self.keys else None
 
 
@@ -89,5 +89,5 @@ class Emit:
 
 
 Round = Pipeline | Eval | Sleep | Emit
-#: A plan: yields rounds, receives their replies, returns its result.
+#: A plan, which yields rounds, receives their replies and returns its result.
 Plan = Generator[Round, Any, T]

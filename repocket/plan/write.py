@@ -35,8 +35,8 @@ __all__ = [
 #: its records. A lease lives 2 seconds at most, so only a stuck server or a
 #: writer that keeps changing data behind repocket's back exhausts it.
 WRITE_BUDGET = 10.0
-#: The pause (seconds) before calling again when another writer holds a lease:
-#: random, so waiting writers do not all come back at once.
+#: The pause (seconds) before calling again when another writer holds a lease,
+#: random so that waiting writers do not all come back at once.
 LEASE_PAUSE = (0.0005, 0.003)
 
 
@@ -48,14 +48,14 @@ class WriteJob:
         self.make_plan = make_plan
         #: A vanished record is an error (DoesNotExist), not something to write anew.
         self.must_exist = must_exist
-        #: The hash fields as we believe Redis holds them (None: we assume nothing is stored).
+        #: The hash fields as we believe Redis holds them (None when we assume nothing is stored).
         self.stored = stored
         #: Indexed fields' stored bytes, for removing old index entries.
         self.known_old: dict[bytes, bytes] | None = stored
-        #: What the instance last read or wrote: its index entries are removed too
+        #: What the instance last read or wrote, whose index entries are removed too
         #: when the stored value turns out unreadable (corrupted behind our back).
         self.last_seen: dict[bytes, bytes] = dict(stored or {})
-        #: After the write: how many keys its ``del`` ops deleted.
+        #: How many keys its ``del`` ops deleted, once written.
         self.deleted = 0
 
     def retry_from(self, reply: list[Any]) -> None:
