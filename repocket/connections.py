@@ -35,7 +35,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 from redis.retry import Retry
 
 if TYPE_CHECKING:
@@ -59,6 +59,50 @@ _closing: set[asyncio.Task[None]] = set()
 ASYNC_POOL_WAIT = 20.0
 
 
+class WaitingConnectionPool(aioredis.ConnectionPool):
+    """redis.asyncio's pool, except that a task waits for a free connection when all
+    ``max_connections`` are in use, for ``timeout`` seconds, instead of failing.
+
+    redis-py's ``BlockingConnectionPool`` waits too, but takes a lock and arms a
+    timer on every acquire; this one takes a free connection as the plain pool
+    does, and waits only when there is none.
+    """
+
+    def __init__(self, *args: Any, timeout: float = ASYNC_POOL_WAIT, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout = timeout
+        self._freed = asyncio.Condition()
+        self._waiting = 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """A connection, waiting for one to be released when every connection is in use."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            try:
+                return await super().get_connection()  # type: ignore[no-untyped-call]
+            except MaxConnectionsError:
+                pass
+            remaining = deadline - loop.time()
+            self._waiting += 1
+            try:
+                async with self._freed:
+                    await asyncio.wait_for(self._freed.wait_for(self.can_get_connection), max(remaining, 0))
+            except asyncio.TimeoutError:
+                raise redis.ConnectionError(
+                    f"no connection of the pool's {self.max_connections} was free for {self.timeout:g} s"
+                ) from None
+            finally:
+                self._waiting -= 1
+
+    async def release(self, connection: Any) -> None:
+        """Return ``connection`` to the pool and wake a task waiting for one."""
+        await super().release(connection)
+        if self._waiting:
+            async with self._freed:
+                self._freed.notify()
+
+
 @dataclass(frozen=True)
 class _Settings:
     """What ``connection_pool()`` was given, as pool options, so both flavours build alike.
@@ -80,11 +124,10 @@ class _Settings:
     def async_pool(self) -> aioredis.ConnectionPool:
         """A new ``redis.asyncio`` pool with the same settings.
 
-        It is a ``BlockingConnectionPool``: when all its connections (100 unless
-        ``max_connections`` says otherwise) are in use, a task waits for one
-        (up to :data:`ASYNC_POOL_WAIT` seconds) instead of failing with "Too
-        many connections", since async code easily runs more tasks at once
-        than a server should take connections.
+        It is a :class:`WaitingConnectionPool`: when all its connections (100
+        unless ``max_connections`` says otherwise) are in use, a task waits for
+        one instead of failing with "Too many connections", since async code
+        easily runs more tasks at once than a server should take connections.
 
         Raises:
             TypeError: ``connection_class=`` is a sync class with no known
@@ -95,10 +138,9 @@ class _Settings:
         if "connection_class" in options:
             options["connection_class"] = _async_connection_class(options["connection_class"])
         options.setdefault("max_connections", 100)
-        options.setdefault("timeout", ASYNC_POOL_WAIT)
         if self.url is not None:
-            return aioredis.BlockingConnectionPool.from_url(self.url, **options)
-        return aioredis.BlockingConnectionPool(**options)
+            return WaitingConnectionPool.from_url(self.url, **options)
+        return WaitingConnectionPool(**options)
 
 
 def _async_retry(retry: Retry) -> AsyncRetry:

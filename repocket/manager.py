@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from repocket.io import clients
-from repocket.plan import audit, write
+from repocket.plan import audit, select, write
 
 if TYPE_CHECKING:
     import redis
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from repocket.query import QuerySet
 
 M = TypeVar("M", bound="ActiveRecord")
+_NOT_BY_PK: Any = object()
 
 __all__ = ["QUERYSET_METHODS", "Manager", "ManagerDescriptor"]
 
@@ -32,7 +33,7 @@ __all__ = ["QUERYSET_METHODS", "Manager", "ManagerDescriptor"]
 #: (``Model.objects.filter(...)`` is ``Model.objects.get_queryset().filter(...)``).
 QUERYSET_METHODS = (
     "filter", "exclude", "order_by", "reverse", "none", "only", "defer", "distinct",
-    "get", "aget", "count", "acount", "exists", "aexists", "first", "afirst", "last", "alast",
+    "count", "acount", "exists", "aexists", "first", "afirst", "last", "alast",
     "earliest", "aearliest", "latest", "alatest", "iterator", "aiterator",
     "values", "avalues", "values_list", "avalues_list", "in_bulk", "ain_bulk",
     "aggregate", "aaggregate", "get_or_create", "aget_or_create", "update_or_create", "aupdate_or_create",
@@ -66,6 +67,38 @@ class Manager(Generic[M]):
 
     if TYPE_CHECKING:  # the table's methods, as type checkers should see them
         def __getattr__(self, name: str) -> Any: ...
+
+    def get(self, *args: Any, **lookups: Any) -> M:
+        """The one record with this id (``get(id=...)``) or matching these lookups.
+
+        By primary key it is read directly, without building a query: the
+        commonest call, kept short.
+
+        Raises:
+            Model.DoesNotExist: nothing matched.
+            Model.MultipleObjectsReturned: more than one record matched.
+        """
+        by_pk = self._by_pk(args, lookups)
+        if by_pk is not _NOT_BY_PK:
+            return clients.run(select.get_by_pk(self.model, by_pk), self._connection)  # type: ignore[no-any-return]
+        return self.get_queryset().get(*args, **lookups)
+
+    async def aget(self, *args: Any, **lookups: Any) -> M:
+        """The async twin of :meth:`get`."""
+        by_pk = self._by_pk(args, lookups)
+        if by_pk is not _NOT_BY_PK:
+            return await clients.run_async(select.get_by_pk(self.model, by_pk), self._connection)  # type: ignore[no-any-return]
+        return await self.get_queryset().aget(*args, **lookups)
+
+    def _by_pk(self, args: tuple[Any, ...], lookups: dict[str, Any]) -> Any:
+        """The primary key when the call is ``get(pk)``, ``get(id=...)`` or ``get(pk=...)``."""
+        if len(args) == 1 and not lookups:
+            return args[0]
+        if not args and len(lookups) == 1:
+            name, value = next(iter(lookups.items()))
+            if name in ("pk", self.model._meta.pk):
+                return value
+        return _NOT_BY_PK
 
     # -- writes and audits -------------------------------------------------------
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from repocket.io import clients
 from repocket.io.errors import wrap_redis_error
-from repocket.io.sync import run
 from repocket.plan import load as _load
 from repocket.plan import write as _write
 from repocket.plan.load import SECRET_MASK, Fetched, Pending, build, decode_field
@@ -32,27 +32,27 @@ __all__ = [
 def fetch(conn: redis.Redis, items: Sequence[tuple[ModelOptions, str]],
           fields: frozenset[str] | None = None) -> list[Fetched | None]:
     """:func:`repocket.plan.load.fetch` on ``conn``."""
-    return run(_load.fetch(items, fields), conn)
+    return clients.run(_load.fetch(items, fields), conn)
 
 
 def load(conn: redis.Redis, meta: ModelOptions, record_keys: Sequence[str],
          identity: dict[str, ActiveRecord] | None = None,
          fields: frozenset[str] | None = None) -> list[ActiveRecord | None]:
     """:func:`repocket.plan.load.load` on ``conn``."""
-    return run(_load.load(meta, record_keys, identity, fields), conn)
+    return clients.run(_load.load(meta, record_keys, identity, fields), conn)
 
 
 def save_instances(conn: redis.Redis, meta: ModelOptions, instances: Sequence[ActiveRecord],
                    force: bool = False, *, fields: Collection[str] | None = None) -> None:
     """:func:`repocket.plan.write.save` on ``conn``."""
-    run(_write.save(meta, instances, force, fields=fields), conn)
+    clients.run(_write.save(meta, instances, force, fields=fields), conn)
 
 
 def delete_records(conn: redis.Redis, meta: ModelOptions, instances: Sequence[ActiveRecord]) -> list[int]:
     """:func:`repocket.plan.write.delete` on ``conn``."""
-    return run(_write.delete(meta, instances), conn)
+    return clients.run(_write.delete(meta, instances), conn)
 
 
 def increment(conn: redis.Redis, instance: ActiveRecord, name: str, amount: Any) -> Any:
     """:func:`repocket.plan.write.increment` on ``conn``."""
-    return run(_write.increment(instance, name, amount), conn)
+    return clients.run(_write.increment(instance, name, amount), conn)

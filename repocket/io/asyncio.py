@@ -31,9 +31,12 @@ T = TypeVar("T")
 
 async def arun(plan: Plan[T], client: aioredis.Redis) -> T:
     """Drive ``plan`` to its end on ``client`` and return its result."""
-    driver = Driver(plan)
-    async for _ in _drive(driver, client):
-        pass  # a plan run for its result emits nothing
+    driver = Driver(plan)  # a plan run for its result emits nothing
+    while (step := driver.step) is not None:
+        try:
+            driver.give(await send(client, step))
+        except errors.RepocketError as exc:
+            driver.fail(exc)
     return driver.value  # type: ignore[no-any-return]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from repocket.io.errors import wrap_redis_error
@@ -38,11 +37,17 @@ class Driver:
 
     def give(self, reply: Any) -> None:
         """Send ``reply`` into the plan and move on to its next round."""
-        self._advance(lambda: self._plan.send(reply))
+        try:
+            self.step = self._plan.send(reply)
+        except StopIteration as done:
+            self.step, self.value = None, done.value
 
     def fail(self, error: BaseException) -> None:
         """Throw ``error`` into the plan (which may catch it) and move on."""
-        self._advance(lambda: self._plan.throw(error))
+        try:
+            self.step = self._plan.throw(error)
+        except StopIteration as done:
+            self.step, self.value = None, done.value
 
     def emitted(self) -> list[Any]:
         """The items of the current Emit round, moving on past it."""
@@ -50,9 +55,3 @@ class Driver:
         items = list(self.step.items)
         self.give(None)
         return items
-
-    def _advance(self, resume: Callable[[], Round]) -> None:
-        try:
-            self.step = resume()
-        except StopIteration as done:
-            self.step, self.value = None, done.value

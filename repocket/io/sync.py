@@ -30,12 +30,13 @@ T = TypeVar("T")
 
 def run(plan: Plan[T], client: redis.Redis) -> T:
     """Drive ``plan`` to its end on ``client`` and return its result."""
-    driver = stream(plan, client)
-    while True:
+    driver = Driver(plan)  # a plan run for its result emits nothing
+    while (step := driver.step) is not None:
         try:
-            next(driver)  # a plan run for its result emits nothing
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            driver.give(send(client, step))
+        except errors.RepocketError as exc:
+            driver.fail(exc)
+    return driver.value  # type: ignore[no-any-return]
 
 
 def stream(plan: Plan[T], client: redis.Redis) -> Generator[Any, None, T]:

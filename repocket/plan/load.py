@@ -109,6 +109,10 @@ def fetch(items: Sequence[tuple[ModelOptions, str]],
     """
     if not items:
         return []
+    if len(items) == 1 and fields is None and not items[0][0].streams:  # get by id: one HGETALL
+        meta, key = items[0]
+        raw = (yield Pipeline([Command(("HGETALL", key), key)], False, meta.label))[0]
+        return [(raw, {}) if raw else None]
     wanted = [_wanted(meta, fields) for meta, _ in items]
     commands: list[Command] = []
     for (_, key), (hash_fields, streams) in zip(items, wanted):
@@ -224,7 +228,8 @@ def load(
         if instance is None:
             instance = identity[key] = build(meta, key, fetched, pending, fields)
         out.append(instance)
-    yield from resolve_pointers(pending, identity)
+    if pending:
+        yield from resolve_pointers(pending, identity)
     return out
 
 

@@ -28,7 +28,7 @@ T = TypeVar("T")
 _NO_OPTIONS: Mapping[str, Any] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
     """One Redis command: its arguments, the key to name if it fails, and parse options."""
 
@@ -45,7 +45,7 @@ def command(*args: Any, key: str | None = None, **options: Any) -> Command:
     return Command(args, key, options or _NO_OPTIONS)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pipeline:
     """Commands sent in one round trip; ``label`` names whose they are in errors."""
 
@@ -59,7 +59,7 @@ def one(*args: Any, label: str = "repocket", **options: Any) -> Pipeline:
     return Pipeline([command(*args, **options)], False, label)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Eval:
     """One call of the Lua script ``script`` (a name in ``repocket/lua``), sent at most once."""
 
@@ -74,14 +74,14 @@ class Eval:
         return self.keys[0] if self.keys else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     """Wait ``seconds`` before the next round (the back-off of a contended write)."""
 
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emit:
     """Items for the caller of a streaming plan; the plan receives None."""
 
