@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests import drivers, roundtrips
 
 settings.register_profile(
     "repocket",
@@ -13,3 +17,24 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile("repocket")
+
+
+@pytest.fixture(params=["sync", "async"])
+def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test through the sync executor, then again through the asyncio one (tests/drivers.py).
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("driver")``; a
+    test that only makes sense on one of them marks itself ``sync_only``.
+    """
+    if request.param == "async" and request.node.get_closest_marker("sync_only"):
+        pytest.skip("sync_only: this scenario drives the sync executor itself")
+    if request.param == "sync":
+        yield "sync"
+        return
+    async_driver = drivers.install(monkeypatch)
+    roundtrips.count_async = True
+    try:
+        yield "async"
+    finally:
+        roundtrips.count_async = False
+        async_driver.close()

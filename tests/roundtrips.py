@@ -15,12 +15,14 @@ Only calls made by the thread that opened the ``with`` block are counted::
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.connection import AbstractConnection
 
 __all__ = ["RoundTrips", "count_round_trips", "parse_request"]
@@ -72,17 +74,8 @@ def _depth() -> int:
 
 
 def _counting_send(self: Any, command: Any, check_health: bool = True) -> Any:
-    outermost = _depth() == 0
-    if outermost:
-        me = threading.get_ident()
-        packed = command.encode() if isinstance(command, str) else b"".join(
-            item.encode() if isinstance(item, str) else bytes(item)
-            for item in ([command] if isinstance(command, (bytes, bytearray, memoryview)) else command)
-        )
-        for owner, trips in list(_active):
-            if owner == me:
-                trips.count += 1
-                trips.requests.append(packed)
+    if _depth() == 0:
+        _record(command)
     _state.depth = _depth() + 1
     try:
         return _originals["send_packed_command"](self, command, check_health)
@@ -99,18 +92,58 @@ def _quiet_connect(self: Any, *args: Any, **kwargs: Any) -> Any:
         _state.depth -= 1
 
 
+#: Whether ``redis.asyncio`` requests count too: set by the ``async`` test driver, whose
+#: event loop runs in the test's thread (tests/drivers.py).
+count_async = False
+#: Set while an async connection is being set up: its handshake is redis-py's.
+_handshake: contextvars.ContextVar[int] = contextvars.ContextVar("repocket_roundtrips_handshake", default=0)
+
+
+def _record(command: Any) -> None:
+    me = threading.get_ident()
+    packed = command.encode() if isinstance(command, str) else b"".join(
+        item.encode() if isinstance(item, str) else bytes(item)
+        for item in ([command] if isinstance(command, (bytes, bytearray, memoryview)) else command)
+    )
+    for owner, trips in list(_active):
+        if owner == me:
+            trips.count += 1
+            trips.requests.append(packed)
+
+
+async def _counting_asend(self: Any, command: Any, check_health: bool = True) -> Any:
+    if count_async and _handshake.get() == 0:
+        _record(command)
+    return await _originals["asend_packed_command"](self, command, check_health)
+
+
+async def _quiet_aconnect(self: Any, *args: Any, **kwargs: Any) -> Any:
+    token = _handshake.set(_handshake.get() + 1)
+    try:
+        return await _originals["aconnect_check_health"](self, *args, **kwargs)
+    finally:
+        _handshake.reset(token)
+
+
+_PATCHES = [  # (class, attribute, key in _originals, replacement)
+    (AbstractConnection, "send_packed_command", "send_packed_command", _counting_send),
+    (AbstractConnection, "connect_check_health", "connect_check_health", _quiet_connect),
+    (AsyncConnection, "send_packed_command", "asend_packed_command", _counting_asend),
+    (AsyncConnection, "connect_check_health", "aconnect_check_health", _quiet_aconnect),
+]
+
+
 def _install() -> None:
     if not _originals:
-        _originals["send_packed_command"] = AbstractConnection.send_packed_command
-        _originals["connect_check_health"] = AbstractConnection.connect_check_health
-        AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]
-        AbstractConnection.connect_check_health = _quiet_connect  # type: ignore[method-assign]
+        for cls, name, key, replacement in _PATCHES:
+            _originals[key] = getattr(cls, name)
+            setattr(cls, name, replacement)
 
 
 def _uninstall() -> None:
     if _originals and not _active:
-        AbstractConnection.send_packed_command = _originals.pop("send_packed_command")  # type: ignore[method-assign]
-        AbstractConnection.connect_check_health = _originals.pop("connect_check_health")  # type: ignore[method-assign]
+        for cls, name, key, _ in _PATCHES:
+            setattr(cls, name, _originals.pop(key))
 
 
 @contextmanager

@@ -24,6 +24,9 @@ from repocket.connections import configure
 from repocket.server import RedisServer
 from tests.roundtrips import count_round_trips
 
+#: Every test runs through the sync executor and again through the asyncio one (tests/drivers.py).
+pytestmark = pytest.mark.usefixtures("driver")
+
 MODULE = __name__
 HARRY_ID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 RON_ID = "40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8"

@@ -15,6 +15,9 @@ import redis as redis_py
 import repocket
 from repocket import ActiveRecord, attributes, errors
 
+#: Every test runs through the sync executor and again through the asyncio one (tests/drivers.py).
+pytestmark = pytest.mark.usefixtures("driver")
+
 MODULE = __name__
 MISSING_ID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 ENV = b'{"type": "%s", "value": %s, "module": "repocket.attributes"}'

@@ -29,6 +29,9 @@ from tests.functional.integrity_models import (
 )
 from tests.roundtrips import count_round_trips
 
+#: Every test runs through the sync executor and again through the asyncio one (tests/drivers.py).
+pytestmark = pytest.mark.usefixtures("driver")
+
 #: Races run in this module, by kind (each race test prints its line; run with -s to see them).
 RACES: dict[str, int] = {}
 

@@ -23,6 +23,9 @@ from hypothesis import strategies as st
 from repocket import ActiveRecord, QuerySet, ResultSet, attributes, errors, keys
 from tests.roundtrips import count_round_trips
 
+#: Every test runs through the sync executor and again through the asyncio one (tests/drivers.py).
+pytestmark = pytest.mark.usefixtures("driver")
+
 # -- models ----------------------------------------------------------------------------------
 
 

@@ -208,6 +208,7 @@ SAMPLE = [
     ("bulk create", True), ("get by id", True), ("count", True), ("filter (~25%)", True),
     ("filter + order_by", True), ("range filter (~10%)", True), ("filter (100 results)", False),
     ("filter + order_by (100 results)", False), ("create one by one", True), ("delete (bulk)", True),
+    ("async get by id", True), ("async indexed filter", True), ("async create one by one", True),
 ]  # fmt: skip
 
 
