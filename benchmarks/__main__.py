@@ -22,21 +22,32 @@ the same values, and that both deletes leave no key behind.
 At each model size N (default 10,000 and 100,000; the database is flushed
 between sizes) it times, in this order:
 
-=====================  ==========================================================
-bulk create            N records in 10 chunks, ``bulk_create(batch_size=500)``;
-                       building the instances from plain dicts is included
-get by id              ``Person.objects.get(id=...)``: 10 runs of 500 random ids
-count                  ``Person.objects.count()``: 10 runs of 300 calls
-filter                 ``list(filter(city=...))``: ~25% of N, materialised
-filter + order_by      ``list(filter(city=...).order_by("age"))``
-range filter           ``list(filter(age__range=(20, 29)))``: ~10% of N
-fixed-size filter      ``list(filter(tag="t7"))``: 100 records at every N, and
-                       the same ``.order_by("age")``; 50 runs each
-create one by one      ``Person.create(**row)`` for min(N, 10,000) more records,
-                       in 10 chunks; at N = 100,000 a sample of 10,000 creates
-                       into a model that already holds 100,000 records
-delete                 ``filter(tag=...).delete()`` of those records, 10 chunks
-=====================  ==========================================================
+=======================  =========================================================
+bulk create              N records in 10 chunks, ``bulk_create(batch_size=500)``;
+                         building the instances from plain dicts is included
+get by id                ``Person.objects.get(id=...)``: 10 runs of 500 random ids
+count                    ``Person.objects.count()``: 10 runs of 300 calls
+filter                   ``list(filter(city=...))``: ~25% of N, materialised
+filter + order_by        ``list(filter(city=...).order_by("age"))``
+range filter             ``list(filter(age__range=(20, 29)))``: ~10% of N
+fixed-size filter        ``list(filter(tag="t7"))``: 100 records at every N, and
+                         the same ``.order_by("age")``; 50 runs each
+create one by one        ``Person.create(**row)`` for min(N, 10,000) more records,
+                         in 10 chunks; at N = 100,000 a sample of 10,000 creates
+                         into a model that already holds 100,000 records
+delete                   ``filter(tag=...).delete()`` of those records, 10 chunks
+async get by id          ``await Person.objects.aget(id=...)``: 10 runs of 500
+                         random ids, each run through ``asyncio.gather``
+async indexed filter     ``[p async for p in filter(tag=...)]``: 10 runs of 50
+                         queries of 100 records each (a different tag each)
+async create one by one  ``await Person.acreate(**row)`` for min(N, 10,000) more
+                         records in 10 chunks, each through ``asyncio.gather``
+=======================  =========================================================
+
+The async rows run repocket's asyncio API against :class:`AsyncHandWritten`
+(the same program on ``redis.asyncio``), both on one event loop kept for the
+whole run, with at most :data:`CONCURRENCY` operations in flight on each side
+(an ``asyncio.Semaphore``). The same-layout check covers their writes too.
 
 Every timing is ``time.perf_counter`` around the whole operation, after a
 ``gc.collect()``; the two sides alternate (which goes first alternates too) and
@@ -69,6 +80,7 @@ own time instead of the table. OP is one of bulk_create, get (2,000 gets), count
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import datetime as dt
 import gc
@@ -81,15 +93,16 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+import redis.asyncio as aioredis
 
-from benchmarks.handwritten import HandWritten
+from benchmarks.handwritten import AsyncHandWritten, HandWritten
 from repocket import ActiveRecord, attributes, configure, keys
 from repocket.server import RedisServer
 
@@ -105,6 +118,9 @@ GET_RUNS, GET_PER_RUN = 10, 500
 COUNT_RUNS, COUNT_PER_RUN = 10, 300
 FIXED_RUNS = 50
 BATCH = 500
+#: The most operations each side has in flight in the async rows.
+CONCURRENCY = 64
+ASYNC_FILTER_RUNS, ASYNC_FILTER_PER_RUN = 10, 50
 
 #: The largest acceptable ratio repocket / hand-written, by operation (none for delete).
 TARGETS = {
@@ -115,9 +131,13 @@ TARGETS = {
     "filter (~25%)": 1.5,
     "filter + order_by": 1.5,
     "range filter (~10%)": 1.5,
+    "async get by id": 1.3,
+    "async create one by one": 1.3,
+    "async indexed filter": 1.5,
 }
 #: The largest acceptable t(100,000) / t(10,000) of the fixed-size filter (no order_by).
 GROWTH_TARGET = 1.2
+T = TypeVar("T")
 OPERATIONS = (
     "bulk_create", "get", "count", "filter", "filter_order", "range", "fixed", "fixed_order", "create_one", "delete",
 )
@@ -246,6 +266,17 @@ def duel(
     return Result(best["rp"], best["hw"], pairs, results["rp"], results["hw"])
 
 
+async def bounded(step: Callable[[Any], Awaitable[T]], items: Iterable[Any], limit: int = CONCURRENCY) -> list[T]:
+    """``step(item)`` for every item, through ``asyncio.gather``, at most ``limit`` at a time."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: Any) -> T:
+        async with gate:
+            return await step(item)
+
+    return await asyncio.gather(*(one(item) for item in items))
+
+
 def same_sizes(what: str, outcome: Result) -> int:
     """Check both sides returned as many records each run (same work); return the first size."""
     rp_sizes = [_size(r) for r in outcome.repocket]
@@ -261,9 +292,12 @@ def same_sizes(what: str, outcome: Result) -> int:
 class Bench:
     """Both sides on one server; ``run(n)`` times every operation at model size ``n``."""
 
-    def __init__(self, conn: redis.Redis, hand: HandWritten, reps: int, log: Callable[[str], None]) -> None:
+    def __init__(self, conn: redis.Redis, hand: HandWritten, reps: int, log: Callable[[str], None],
+                 async_hand: AsyncHandWritten, loop: asyncio.AbstractEventLoop) -> None:
         self.conn = conn
         self.hw = hand
+        self.ahw = async_hand
+        self.loop = loop
         self.reps = reps
         self.log = log
         self.rows: list[Row] = []
@@ -374,7 +408,63 @@ class Bench:
         if outcome.repocket != outcome.hand or sum(outcome.repocket) != extra:
             raise RuntimeError(f"delete: repocket deleted {outcome.repocket}, hand-written {outcome.hand}")
         self.add(Row("delete (bulk)", n, "record", outcome))
+
+        self.run_async(n, rp_ids, hw_ids, sample)
         self.conn.flushdb()
+
+    def run_async(self, n: int, rp_ids: Sequence[Any], hw_ids: Sequence[str], sample: Sequence[Sequence[int]]) -> None:
+        """The async rows at model size ``n``: ``CONCURRENCY`` operations in flight on each side."""
+        ahw, run = self.ahw, self.loop.run_until_complete
+
+        async def warm_up() -> None:  # both sides open their CONCURRENCY connections before timing
+            await bounded(lambda _: configure.get_async_connection().ping(), range(CONCURRENCY))
+            await bounded(lambda _: ahw.r.ping(), range(CONCURRENCY))
+
+        run(warm_up())
+
+        # async get by id: the same ids as the sync row
+        outcome = duel(
+            lambda i: run(bounded(lambda k: Person.objects.aget(id=rp_ids[k]), sample[i])),
+            lambda i: run(bounded(lambda k: ahw.get(hw_ids[k]), sample[i])),
+            len(sample), lambda i, result: len(result), keep=True,
+        )
+        if any(record is None for result in outcome.hand for record in result):
+            raise RuntimeError("async get by id: the hand-written side missed a record")
+        outcome.repocket = outcome.hand = []
+        self.add(Row("async get by id", n, "call", outcome))
+
+        # async indexed filter: queries of 100 records each, a random tag each
+        picks = random.Random(2).choices(range(n // 100), k=ASYNC_FILTER_RUNS * ASYNC_FILTER_PER_RUN)
+        tags = split([f"t{k}" for k in picks], ASYNC_FILTER_RUNS)
+
+        async def rp_filter(tag: str) -> int:
+            return len([record async for record in Person.objects.filter(tag=tag)])
+
+        async def hw_filter(tag: str) -> int:
+            return len(await ahw.filter_eq("tag", tag))
+
+        outcome = duel(
+            lambda i: run(bounded(rp_filter, tags[i])),
+            lambda i: run(bounded(hw_filter, tags[i])),
+            len(tags), lambda i, result: sum(result), keep=True,
+        )
+        if outcome.repocket != outcome.hand or {size for sizes in outcome.hand for size in sizes} != {100}:
+            raise RuntimeError("async indexed filter: the two sides returned other numbers of records")
+        self.add(Row("async indexed filter", n, "record", outcome))
+
+        # async create one by one: more records, each chunk gathered
+        extra = min(n, 10_000)
+        per_chunk = -(-extra // CHUNKS)
+        chunks = split(make_rows(extra, seed=n + 2, tag=lambda i: f"y{i // per_chunk}"), CHUNKS)
+        outcome = duel(
+            lambda i: len(run(bounded(lambda row: Person.acreate(**row), chunks[i]))),
+            lambda i: len(run(bounded(ahw.create, chunks[i]))),
+            len(chunks), lambda i, result: result,
+        )
+        if Person.objects.count() != n + extra or self.hw.count() != n + extra:
+            raise RuntimeError(f"async create one by one: expected {n + extra} records on each side")
+        note = f"{extra:,} creates into a model of {n:,}" if extra < n else ""
+        self.add(Row("async create one by one", n, "record", outcome, note))
 
     def query_row(self, name: str, n: int, rp: Callable[[int], list[Any]], hw: Callable[[int], list[Any]],
                   check_order: bool = False) -> None:
@@ -414,8 +504,9 @@ def snapshot(conn: redis.Redis, prefix: str) -> dict[bytes, Any]:
     return out
 
 
-def verify_same_layout(conn: redis.Redis, hw: HandWritten) -> None:
-    """Both sides write the same keys and bytes, read the same values, delete every key."""
+def verify_same_layout(conn: redis.Redis, hw: HandWritten, ahw: AsyncHandWritten,
+                       loop: asyncio.AbstractEventLoop) -> None:
+    """Both sides write the same keys and bytes, read the same values, delete every key; sync and async."""
     conn.flushdb()
     row = make_rows(1, seed=7)[0]
     pk = uuid.uuid1()
@@ -428,6 +519,20 @@ def verify_same_layout(conn: redis.Redis, hw: HandWritten) -> None:
     if hw.get(str(pk)) != Person.objects.get(id=pk).to_dict(simple=True):
         raise RuntimeError("the hand-written read gives other values than repocket's")
     Person.objects.filter(tag=row["tag"]).delete()
+    hw.delete_where("tag", row["tag"])
+    if conn.dbsize():
+        raise RuntimeError(f"keys left after deleting: {conn.keys('*')}")
+
+    # the same record again, written by the async API and by the async hand-written program
+    run = loop.run_until_complete
+    run(Person.acreate(id=pk, **row))
+    run(ahw.create(row, pk=str(pk)))
+    async_ours, async_theirs = snapshot(conn, Person._meta.prefix), snapshot(conn, ahw.prefix)
+    if async_ours != ours or async_theirs != theirs:
+        raise RuntimeError(f"the async writes differ from the sync ones:\n{async_ours}\n{async_theirs}")
+    if run(ahw.get(str(pk))) != run(Person.objects.aget(id=pk)).to_dict(simple=True):
+        raise RuntimeError("the async hand-written read gives other values than repocket's aget")
+    run(Person.objects.filter(tag=row["tag"]).adelete())
     hw.delete_where("tag", row["tag"])
     if conn.dbsize():
         raise RuntimeError(f"keys left after deleting: {conn.keys('*')}")
@@ -765,18 +870,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     server = RedisServer()
+    loop = asyncio.new_event_loop()
+    async_client: aioredis.Redis | None = None
     try:
         server.start()
         configure.connection_pool(url=server.url)
         conn = configure.get_connection()
         hand = HandWritten(redis.Redis.from_url(server.url), HAND_PREFIX, batch_size=BATCH)
+        async_client = aioredis.Redis.from_url(server.url)
+        async_hand = AsyncHandWritten(async_client, HAND_PREFIX, batch_size=BATCH)
         log(f"redis-server pid {server.pid} on {server.url}")
         if args.profile:
             profile(args.profile, sizes[0], conn, sys.stdout)
             return 0
-        verify_same_layout(conn, hand)
-        log("same layout: repocket and the hand-written program wrote identical keys and bytes")
-        bench = Bench(conn, hand, args.reps, log)
+        verify_same_layout(conn, hand, async_hand, loop)
+        log("same layout: repocket and the hand-written program wrote identical keys and bytes, sync and async")
+        bench = Bench(conn, hand, args.reps, log, async_hand, loop)
         for n in sizes:
             log(f"N = {n:,}")
             bench.run(n)
@@ -800,8 +909,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"wrote the results into {page}")
         return 0
     finally:
+        close_async(loop, async_client)
         configure.reset()
         server.stop()
+
+
+def close_async(loop: asyncio.AbstractEventLoop, client: aioredis.Redis | None) -> None:
+    """Close both sides' async connections on ``loop`` (none were opened without ``client``), then the loop."""
+    async def close(client: aioredis.Redis) -> None:
+        await client.aclose()
+        await configure.get_async_connection().aclose()
+
+    try:
+        if client is not None:
+            loop.run_until_complete(close(client))
+    finally:
+        loop.close()
 
 
 if __name__ == "__main__":

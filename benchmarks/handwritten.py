@@ -14,6 +14,10 @@ benchmark checks this before timing anything, see ``verify_same_layout`` in
   ``<prefix>:_lex:<field>`` of ``value\\x00id`` members (score 0), and the
   Integer field (age) a sorted set ``<prefix>:_sort:<field>`` scored by the value.
 
+:class:`AsyncHandWritten` is the same program on ``redis.asyncio``: the same keys
+and bytes (built by the shared :class:`Layout`) and the same round trips, each
+awaited.
+
 Pipelines where a careful programmer uses them:
 
 * a write (one record, or a batch of 500 in a bulk load or a bulk delete) is
@@ -39,10 +43,11 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 
 from repocket import serialization
 
-__all__ = ["FIELDS", "INDEXED", "HandWritten"]
+__all__ = ["FIELDS", "INDEXED", "AsyncHandWritten", "HandWritten", "Layout"]
 
 #: The hash fields, in repocket's declaration order (``id`` first).
 FIELDS = ("id", "name", "age", "city", "bio", "score", "tag")
@@ -61,16 +66,13 @@ _dumps = orjson.dumps
 _loads = orjson.loads
 
 
-class HandWritten:
-    """Person records kept by hand under ``prefix`` on the redis-py client ``client``."""
+class Layout:
+    """The keys and bytes of Person records under ``prefix``, shared by the sync and async programs."""
 
-    def __init__(self, client: redis.Redis, prefix: str, batch_size: int = 500) -> None:
-        self.r = client
+    def __init__(self, prefix: str, batch_size: int = 500) -> None:
         self.prefix = prefix
         self.ids_key = f"{prefix}:_ids"
         self.batch_size = batch_size
-
-    # -- writing ---------------------------------------------------------------------
 
     @staticmethod
     def encode(pk: str, row: dict[str, Any]) -> dict[str, bytes]:
@@ -97,6 +99,23 @@ class HandWritten:
             value = row[field]
             pipe.sadd(f"{p}:_eq:{field}:{value}", pk)
             pipe.zadd(f"{p}:_sort:{field}", {pk: value})
+
+    @staticmethod
+    def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
+        """A record's Python values from its hash (envelopes parsed by orjson)."""
+        record = {field.decode(): _loads(value)["value"] for field, value in raw.items()}
+        record["id"] = uuid.UUID(record["id"])
+        return record
+
+
+class HandWritten(Layout):
+    """Person records kept by hand under ``prefix`` on the redis-py client ``client``."""
+
+    def __init__(self, client: redis.Redis, prefix: str, batch_size: int = 500) -> None:
+        super().__init__(prefix, batch_size)
+        self.r = client
+
+    # -- writing ---------------------------------------------------------------------
 
     def create(self, row: dict[str, Any], pk: str | None = None) -> str:
         """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
@@ -147,13 +166,6 @@ class HandWritten:
 
     # -- reading ---------------------------------------------------------------------
 
-    @staticmethod
-    def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
-        """A record's Python values from its hash (envelopes parsed by orjson)."""
-        record = {field.decode(): _loads(value)["value"] for field, value in raw.items()}
-        record["id"] = uuid.UUID(record["id"])
-        return record
-
     def get(self, pk: str) -> dict[str, Any] | None:
         """One record by id: one HGETALL."""
         raw = self.r.hgetall(f"{self.prefix}:{pk}")
@@ -185,3 +197,37 @@ class HandWritten:
     def count(self) -> int:
         """How many records: SCARD of the id set."""
         return int(self.r.scard(self.ids_key))
+
+
+class AsyncHandWritten(Layout):
+    """The same program on a ``redis.asyncio.Redis``: the same keys, bytes and round trips."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, batch_size: int = 500) -> None:
+        super().__init__(prefix, batch_size)
+        self.r = client
+
+    async def create(self, row: dict[str, Any], pk: str | None = None) -> str:
+        """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
+        pk = pk or str(uuid.uuid1())
+        pipe = self.r.pipeline()
+        self._queue_write(pipe, pk, row)
+        await pipe.execute()
+        return pk
+
+    async def get(self, pk: str) -> dict[str, Any] | None:
+        """One record by id: one HGETALL."""
+        raw = await self.r.hgetall(f"{self.prefix}:{pk}")
+        return self.decode(raw) if raw else None
+
+    async def fetch(self, ids: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Records by id, in one pipelined round trip (missing ones skipped)."""
+        p = self.prefix
+        pipe = self.r.pipeline(transaction=False)
+        for pk in ids:
+            pipe.hgetall(f"{p}:{pk.decode()}")
+        decode = self.decode
+        return [decode(raw) for raw in await pipe.execute() if raw]
+
+    async def filter_eq(self, field: str, value: Any) -> list[dict[str, Any]]:
+        """Records whose indexed ``field`` equals ``value``: SMEMBERS, then pipelined HGETALL."""
+        return await self.fetch(list(await self.r.smembers(f"{self.prefix}:_eq:{field}:{value}")))
