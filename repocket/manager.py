@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound="ActiveRecord")
 _NOT_BY_PK: Any = object()
+#: The QuerySet class, set by :func:`install_queryset_methods` (query.py imports this module).
+_QUERYSET: Any = None
 
 __all__ = ["QUERYSET_METHODS", "Manager", "ManagerDescriptor"]
 
@@ -53,9 +55,7 @@ class Manager(Generic[M]):
 
     def get_queryset(self) -> QuerySet[M]:
         """A new query matching every record."""
-        from repocket.query import QuerySet
-
-        return QuerySet(self.model, connection=self._connection)
+        return _QUERYSET(self.model, connection=self._connection)  # type: ignore[no-any-return]
 
     def using(self, connection: redis.Redis | aioredis.Redis | None) -> Manager[M]:
         """The same manager on another client (``None``: the global one)."""
@@ -166,6 +166,10 @@ def _proxy(name: str) -> Callable[..., Any]:
 
 def install_queryset_methods() -> None:
     """Give :class:`Manager` the methods of :data:`QUERYSET_METHODS` (once QuerySet exists)."""
+    global _QUERYSET
+    from repocket.query import QuerySet
+
+    _QUERYSET = QuerySet
     for name in QUERYSET_METHODS:
         setattr(Manager, name, _proxy(name))
 

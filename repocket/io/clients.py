@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
+from repocket.connections import configure
 from repocket.io import asyncio as aio
 from repocket.io import sync
 from repocket.plan.rounds import Plan
@@ -25,8 +26,6 @@ T = TypeVar("T")
 def sync_client(connection: Any = None) -> redis.Redis:
     """``connection``, or the global sync client."""
     if connection is None:
-        from repocket.connections import configure
-
         return configure.get_connection()
     if isinstance(connection, aioredis.Redis):
         raise TypeError("a redis.asyncio client was given to a sync call: await the a-prefixed method "
@@ -37,8 +36,6 @@ def sync_client(connection: Any = None) -> redis.Redis:
 def async_client(connection: Any = None) -> aioredis.Redis:
     """``connection``, or the global async client of the running event loop."""
     if connection is None:
-        from repocket.connections import configure
-
         return configure.get_async_connection()
     if not isinstance(connection, aioredis.Redis):
         raise TypeError("a sync client was given to an async call: pass a redis.asyncio.Redis "
