@@ -217,6 +217,10 @@ def ordered_ids(q: Query, ids: list[str] | None,
     null_key = keys.null_index_key(meta.prefix, attr.name)
     limit = EXACT_SCORE_LIMITS.get(type(attr), math.inf)
     sliced = bool(q._low) or q._high is not None
+    if lex and sliced and ids is not None:
+        page = yield from lex_page(q, ids, attr, index_key, null_key, descending)
+        if page is not None:
+            return page
     if not lex and sliced and ids is not None:
         return (yield from order_candidates(meta, ids, index_key, null_key, limit, descending))
     if not lex and sliced:
@@ -238,6 +242,87 @@ def ordered_ids(q: Query, ids: list[str] | None,
         ranked = [m.decode("utf-8", "replace") for m, _ in replies[0]]
     universe = set(ids) if ids is not None else members(replies[2])
     return _arrange(ranked, members(replies[1]), universe, descending), False
+
+
+def lex_page(q: Query, ids: list[str], attr: attributes.Attribute[Any], index_key: str, null_key: str,
+             descending: bool) -> Plan[tuple[list[str], bool] | None]:
+    """The slice of a known candidate set ordered by an indexed Unicode field, at the page's cost.
+
+    The lexicographic index holds every record, so reading it all costs
+    O(model). Instead, when candidates are many, it is read from its start
+    (its end, descending) in growing chunks, keeping the candidates, until
+    the page is full: O(page / share of the model that matches). When they
+    are few, only their sort field is fetched (HGET) and sorted in Python:
+    O(candidates). Either way only the page's records are loaded. None when
+    this does not apply (no end to the slice, lookups whose index reads are
+    wider than their matches, a value holding NUL): the caller reads the
+    whole index instead.
+    """
+    if q._high is None or not all(lookup.op in EXACT_OPS for lookup in q._filters):
+        return None
+    if not ids:
+        return [], True
+    meta = q.model._meta
+    zcard, is_null = yield Pipeline([command("ZCARD", index_key), command("SMISMEMBER", null_key, *ids)],
+                                    False, meta.label)
+    nulls = sorted(pk for pk, flag in zip(ids, is_null) if flag)
+    wanted = {pk for pk, flag in zip(ids, is_null) if not flag}
+    # The order: None first by id, then the index; descending, the index reversed, then None.
+    need = max(q._high - (0 if descending else len(nulls)), 0)
+    ranked: list[str] | None = []
+    if need and wanted:
+        scan = need * zcard / len(wanted)  # index entries to read, if candidates are spread evenly
+        if len(wanted) * LEX_FETCH_COST <= scan:
+            ranked = yield from _ranked_by_field(meta, attr, sorted(wanted), descending)
+        else:
+            ranked = yield from _ranked_by_walk(meta, index_key, wanted, need, int(scan), descending)
+    if ranked is None:
+        return None
+    ordered = ranked + nulls if descending else nulls + ranked
+    return ordered[q._low:q._high], True
+
+
+#: What fetching one candidate's sort field costs, in index entries read: below this
+#: ratio of entries to walk per candidate, the field is fetched instead.
+LEX_FETCH_COST = 16
+#: The most index entries one round trip of the walk reads.
+LEX_WALK_CHUNK = 20_000
+
+
+def _ranked_by_walk(meta: ModelOptions, index_key: str, wanted: set[str], need: int, scan: int,
+                    descending: bool) -> Plan[list[str] | None]:
+    """The first ``need`` of ``wanted`` in index order, reading the index in chunks from one end."""
+    found: list[str] = []
+    start, size = 0, min(max(scan + scan // 4, 64), LEX_WALK_CHUNK)
+    while True:
+        reply = yield one("ZREVRANGE" if descending else "ZRANGE", index_key, start, start + size - 1,
+                          label=meta.label)
+        members = reply[0]
+        for member in members:
+            if member.count(b"\x00") != 1:
+                return None  # a value holding NUL sorts ambiguously against the separator
+            pk = member[member.index(b"\x00") + 1:].decode("utf-8", "replace")
+            if pk in wanted:
+                found.append(pk)
+                if len(found) == need:
+                    return found
+        if len(members) < size:  # the whole index is read
+            return found if len(found) == len(wanted) else None  # a candidate the index lacks: be exact
+        start += size
+        size = min(size * 2, LEX_WALK_CHUNK)
+
+
+def _ranked_by_field(meta: ModelOptions, attr: attributes.Attribute[Any], ids: list[str],
+                     descending: bool) -> Plan[list[str]]:
+    """``ids`` in the order of their stored values of ``attr`` (ties by id), from HGETs of that field."""
+    name = attr.name
+    raws = yield Pipeline([command("HGET", meta.key(pk), name) for pk in ids], False, meta.label)
+    keyed = []
+    for pk, raw in zip(ids, raws):
+        value = attr.get_default() if raw is None else load.decode_field(meta, attr, meta.key(pk), name, raw)
+        keyed.append(("" if value is None else value, pk))
+    keyed.sort(reverse=descending)
+    return [pk for _, pk in keyed]
 
 
 def order_candidates(meta: ModelOptions, ids: list[str], index_key: str, null_key: str, limit: float,

@@ -97,3 +97,61 @@ def test_an_unindexed_slice_fetches_in_growing_chunks(readings: list[Reading]) -
     hgetalls = [command for command in trips.commands() if command[0].upper() == b"HGETALL"]
     assert len(hgetalls) < max(2 * (position + 1), 2)  # the chunks up to the first match, at most
     assert trips.count <= 2 + (position + 1).bit_length()  # the id set, then one round trip per chunk
+
+
+class Entry(ActiveRecord):
+    """A Unicode order (the lexicographic index) over a filtered subset, with ties, prefixes and None."""
+
+    name = attributes.Unicode(index=True, null=True)
+    group = attributes.Integer(index=True)
+
+
+NAMES = [None, "", "a", "ab", "abc", "b", "B", "é", "z", "zz", "ab"]
+
+
+@pytest.fixture
+def entries(repocket_connection: redis_py.Redis) -> list[Entry]:
+    rng = random.Random(11)
+    records = [Entry(name=rng.choice(NAMES), group=rng.choice([1, 2, 3])) for _ in range(90)]
+    Entry.objects.bulk_create(records)
+    return records
+
+
+@settings(max_examples=60)
+@given(descending=st.booleans(), low=st.integers(0, 40), span=st.integers(0, 30),
+       group=st.sampled_from([1, 2]), with_in=st.booleans())
+def test_ordered_unicode_slices_of_a_filter_match_python(entries: list[Entry], descending: bool, low: int,
+                                                          span: int, group: int, with_in: bool) -> None:
+    """filter(...).order_by(unicode)[low:high] equals sorting the matches in Python, both directions."""
+    query = Entry.objects.filter(group__in=[group, 3]) if with_in else Entry.objects.filter(group=group)
+    pool = [e for e in entries if e.group in ((group, 3) if with_in else (group,))]
+    got = [e.name for e in query.order_by(("-" if descending else "") + "name")[low:low + span]]
+    assert got == _expected(pool, "name", descending, low, low + span)
+
+
+def test_a_page_of_a_large_filter_reads_part_of_the_order_index(repocket_connection: redis_py.Redis) -> None:
+    """A 10-record page of 1 match in 10, ordered by name, reads a few hundred index entries, not all 3,000."""
+    Entry.objects.bulk_create(Entry(name=f"n{i:05d}", group=7 if i % 10 == 0 else 1) for i in range(3000))
+    with count_round_trips() as trips:
+        page = list(Entry.objects.filter(group=7).order_by("name")[20:30])
+    assert [e.name for e in page] == [f"n{i:05d}" for i in range(200, 300, 10)]
+    ranges = [c for c in trips.commands() if c[0].upper() == b"ZRANGE"]
+    read = sum(int(c[3]) - int(c[2]) + 1 for c in ranges)
+    assert 0 < read < 1000  # the whole index is 3,000 entries
+    assert sum(1 for c in trips.commands() if c[0].upper() == b"HGETALL") == 10
+    with count_round_trips() as trips:
+        last = list(Entry.objects.filter(group=7).order_by("-name")[:3])
+    assert [e.name for e in last] == ["n02990", "n02980", "n02970"]
+    assert sum(1 for c in trips.commands() if c[0].upper() == b"HGETALL") == 3
+
+
+def test_a_page_of_few_candidates_fetches_their_sort_field_only(repocket_connection: redis_py.Redis) -> None:
+    """With 5 candidates among 2,000 records, the page sorts their names (HGET) and reads no index range."""
+    Entry.objects.bulk_create(Entry(name=f"m{i:05d}", group=9 if i in (5, 700, 1500, 1999, 3) else 1)
+                              for i in range(2000))
+    with count_round_trips() as trips:
+        page = list(Entry.objects.filter(group=9).order_by("-name")[1:3])
+    assert [e.name for e in page] == ["m01500", "m00700"]
+    names = [c[0].upper() for c in trips.commands()]
+    assert b"ZRANGE" not in names and b"ZREVRANGE" not in names
+    assert names.count(b"HGET") == 5 and names.count(b"HGETALL") == 2
