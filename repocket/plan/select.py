@@ -282,8 +282,8 @@ def lex_page(q: Query, ids: list[str], attr: attributes.Attribute[Any], index_ke
     return ordered[q._low:q._high], True
 
 
-#: What fetching one candidate's sort field costs, in index entries read: below this
-#: ratio of entries to walk per candidate, the field is fetched instead.
+#: The cost of fetching one candidate's sort field, counted in index entries read. When
+#: walking the index would read fewer entries than this per candidate, it is walked.
 LEX_FETCH_COST = 16
 #: The most index entries one round trip of the walk reads.
 LEX_WALK_CHUNK = 20_000
