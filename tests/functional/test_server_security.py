@@ -320,3 +320,31 @@ def test_configure_embedded_with_port_uses_tcp(short_dir: Path, restore_pool: No
     assert configure.get_connection().ping()
     with pytest.raises(redis_py.AuthenticationError):
         _without_password(server).ping()
+
+
+def test_the_embedded_server_keeps_a_typical_record_compact(
+    embedded: Callable[..., RedisServer], short_dir: Path
+) -> None:
+    """A record of six short fields stays in Redis's compact hash encoding on the embedded server, not on a plain one."""
+    from repocket import ActiveRecord, attributes
+
+    class Compact(ActiveRecord):
+        name = attributes.Unicode(index=True)
+        house = attributes.Unicode()
+        age = attributes.Integer(index=True)
+        wand = attributes.Unicode()
+        score = attributes.Float()
+        bio = attributes.Unicode()
+
+    record = Compact(name="Hermione Granger", house="Gryffindor", age=18, wand="vine", score=0.731,
+                     bio="a student of magic")
+    server = embedded(short_dir / "data")
+    with RedisServer() as plain:
+        encodings = []
+        for url in (server.url, plain.url):
+            client = redis_py.Redis.from_url(url)
+            record.save(force=True, connection=client)
+            encodings.append(client.object("encoding", record._key()))
+            client.close()
+    assert encodings[0] in (b"ziplist", b"listpack")  # Redis 6.2 / 7.x names
+    assert encodings[1] == b"hashtable"  # Redis's default of 64 bytes is too short for the envelopes
