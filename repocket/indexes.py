@@ -88,7 +88,7 @@ class WritePlan:
     """One record's KEYS and ARGV in a call of the ``write`` script, built up op by op.
 
     Its first key is the record hash, its second the record's write lease
-    (see ``repocket/scripts/write.lua``).
+    (see ``repocket/lua/write.lua``).
     """
 
     def __init__(self, record_key: str, lease_key: str) -> None:

@@ -18,7 +18,7 @@ key                                       type          holds
 
 A lease lives at most 2 seconds (``PX 2000``): a writer whose guard missed
 holds it while it writes again, and deletes it in that write (see
-``repocket/scripts/write.lua`` and docs/consistency.rst).
+``repocket/lua/write.lua`` and docs/consistency.rst).
 
 Bookkeeping segments start with ``_``, so they can never be mistaken for a
 UUID. Keeping the prefix in one function means a Redis Cluster hash tag can

@@ -17,7 +17,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 
 from repocket.connections import configure
@@ -107,8 +106,3 @@ def install(monkeypatch: Any) -> AsyncDriver:
     monkeypatch.setattr(clients, "run", driver.run)
     monkeypatch.setattr(clients, "stream", driver.stream)
     return driver
-
-
-def is_sync_client(connection: Any) -> bool:
-    """Whether ``connection`` is a sync redis-py client."""
-    return isinstance(connection, redis.Redis)

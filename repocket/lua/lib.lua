@@ -1,4 +1,4 @@
--- repocket: checks shared by the write and incr scripts (repocket/scripts.py
+-- repocket: checks shared by the write and incr scripts (repocket/io/scripts.py
 -- puts this text in front of theirs: Redis runs each script on its own).
 --
 -- Redis does not undo the writes a script made before a command in it failed,

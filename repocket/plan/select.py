@@ -818,7 +818,7 @@ def update(q: Query, values: dict[str, Any]) -> Plan[int]:
     for record in records:
         for name, value in values.items():
             setattr(record, name, value)
-    yield from write.bulk_save(q.model, records, 500, assign_ids=False)
+    yield from write.bulk_save(q.model, records, 500)
     return len(records)
 
 

@@ -554,8 +554,8 @@ def bulk_update(model: type[Any], objs: list[Any], fields: Sequence[str], batch_
     return len(objs)
 
 
-def bulk_save(model: type[Any], instances: list[Any], batch_size: int, assign_ids: bool = True) -> Plan[list[Any]]:
-    """Validate every instance first, then save them ``batch_size`` per pipelined round trip."""
+def bulk_save(model: type[Any], instances: list[Any], batch_size: int) -> Plan[list[Any]]:
+    """Validate every instance first, then save them ``batch_size`` per atomic script call."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     meta = model._meta
@@ -573,7 +573,7 @@ def bulk_save(model: type[Any], instances: list[Any], batch_size: int, assign_id
                 raise ValueError(f"{meta.label} {pk} appears twice in one bulk write")
             seen.add(pk)
         for name in meta.auto_now:
-            instance._data[name] = meta.fields[name].now()
+            setattr(instance, name, meta.fields[name].now())  # (and no longer deferred: it is written)
         instance._validate_for_save()
     for instance in instances:
         if instance._data[meta.pk] is None:

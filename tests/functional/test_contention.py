@@ -2,7 +2,7 @@
 
 A guard miss gives the writer a short lease on the record (``<prefix>:_lease:<id>``),
 and every other write to it waits while the lease is held (see
-``repocket/scripts/write.lua`` and docs/consistency.rst). Run with ``-s`` to
+``repocket/lua/write.lua`` and docs/consistency.rst). Run with ``-s`` to
 see how many calls each race took.
 """
 
