@@ -9,7 +9,9 @@ a spawned child can import this module without importing pytest's test modules.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis as redis_py
@@ -210,3 +212,30 @@ def claim_email(url: str, email: str, label: str, barrier: Any, results: Any) ->
 def new_uuid() -> str:
     """A random id that no record has."""
     return str(uuid.uuid4())
+
+
+def run_threads(count: int, target: Callable[[int, redis_py.Redis], Any], url: str) -> list[Any]:
+    """Run ``target(i, client)`` in ``count`` threads, each with its own client, started together.
+
+    Returns each thread's result or the exception it raised.
+    """
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def body(i: int) -> None:
+        client = redis_py.Redis.from_url(url)
+        try:
+            barrier.wait(timeout=30)
+            results[i] = target(i, client)
+        except BaseException as exc:  # collected, asserted by the caller
+            results[i] = exc
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "a racing thread hung"
+    return results

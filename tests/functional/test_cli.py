@@ -25,6 +25,7 @@ from repocket.cli import main
 from repocket.connections import configure
 from repocket.server import RedisServer, _free_port
 from tests.functional.cli_models import Spell
+from tests.functional.test_server import _pid_alive
 
 
 def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -248,14 +249,6 @@ def _read_line(stream: IO[str], timeout: float) -> str:
     ready, _, _ = select.select([stream], [], [], timeout)
     assert ready, f"no output within {timeout} s"
     return stream.readline()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])

@@ -8,10 +8,9 @@ see how many calls each race took.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ import redis as redis_py
 from repocket import errors, keys
 from repocket.io import sync
 from repocket.plan.rounds import Eval
-from tests.functional.integrity_models import Ledger, Page, Profile, key_contents
+from tests.functional.integrity_models import Ledger, Page, Profile, key_contents, run_threads
 from tests.roundtrips import count_round_trips
 
 
@@ -30,28 +29,6 @@ def conn(repocket_connection: redis_py.Redis) -> Iterator[redis_py.Redis]:
     yield repocket_connection
 
 
-def run_threads(count: int, target: Callable[[int, redis_py.Redis], Any], url: str) -> list[Any]:
-    """Run ``target(i, client)`` in ``count`` threads released together; each result or exception."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-
-    def body(i: int) -> None:
-        client = redis_py.Redis.from_url(url)
-        try:
-            barrier.wait(timeout=30)
-            results[i] = target(i, client)
-        except BaseException as exc:  # collected, asserted by the caller
-            results[i] = exc
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "a racing thread hung"
-    return results
 
 
 @pytest.fixture

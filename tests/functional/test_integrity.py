@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import decimal
 import multiprocessing
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from tests.functional.integrity_models import (
     Ticket,
     Vault,
     Wide,
+    run_threads,
 )
 from tests.roundtrips import count_round_trips
 
@@ -43,31 +43,6 @@ def assert_clean(*models: type[Any]) -> None:
         assert len(report) == 0 and report.ok, report
 
 
-def run_threads(count: int, target: Callable[[int, redis_py.Redis], Any], url: str) -> list[Any]:
-    """Run ``target(i, client)`` in ``count`` threads, each with its own client, started together.
-
-    Returns each thread's result or the exception it raised.
-    """
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-
-    def body(i: int) -> None:
-        client = redis_py.Redis.from_url(url)
-        try:
-            barrier.wait(timeout=30)
-            results[i] = target(i, client)
-        except BaseException as exc:  # collected, asserted by the caller
-            results[i] = exc
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "a racing thread hung"
-    return results
 
 
 def count_race(name: str) -> None:
