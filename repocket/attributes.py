@@ -623,9 +623,7 @@ class DateTime(Attribute[_dt.datetime]):
 
     def comparable(self, value: Any) -> Any:
         """An aware datetime: a naive value is taken as UTC (and stored naive, as given)."""
-        if value is None or value.utcoffset() is not None:
-            return value
-        return value.replace(tzinfo=_dt.timezone.utc)
+        return None if value is None else as_aware(value)
 
 
 def utc_microseconds(value: _dt.datetime) -> int | None:
@@ -636,6 +634,11 @@ def utc_microseconds(value: _dt.datetime) -> int | None:
     naive = value.replace(tzinfo=None)
     since_epoch = naive - _dt.datetime(1970, 1, 1)
     return (since_epoch - offset) // _dt.timedelta(microseconds=1)
+
+
+def as_aware(value: _dt.datetime) -> _dt.datetime:
+    """``value`` as queries compare and order it: a naive datetime taken as UTC."""
+    return value if value.utcoffset() is not None else value.replace(tzinfo=_dt.timezone.utc)
 
 
 def instant_microseconds(value: _dt.datetime) -> int:
@@ -847,12 +850,7 @@ class Pointer(Attribute[Any]):
         return super().to_python(value, simple=False)
 
     def __get__(self, instance: Any, owner: type[Any]) -> Any:
-        if instance is None:
-            return self
-        try:
-            value = instance._data[self.name]
-        except KeyError:  # deferred by only()/defer(): fetched now
-            value = instance._load_deferred(self.name)
+        value = super().__get__(instance, owner)
         if type(value) is BrokenReference:
             raise value.error()
         return value

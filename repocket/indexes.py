@@ -84,6 +84,11 @@ def entries(meta: ModelOptions, field: str, value: Any, pk: str) -> Iterator[tup
         yield keys.lex_index_key(meta.prefix, field), "l", (value + "\x00" + pk,)
 
 
+def lex_member_id(member: bytes) -> bytes:
+    """The record id a lexicographic index member ends with (after its last NUL: values may hold NUL)."""
+    return member.rsplit(b"\x00", 1)[-1]
+
+
 class WritePlan:
     """One record's KEYS and ARGV in a call of the ``write`` script, built up op by op.
 

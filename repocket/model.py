@@ -34,7 +34,7 @@ from repocket.attributes import (
 from repocket.io import clients
 from repocket.manager import ManagerDescriptor
 from repocket.options import ModelOptions  # where it lived before; plan/ imports it from options
-from repocket.plan import load, write
+from repocket.plan import load, select, write
 from repocket.plan.rounds import Plan
 
 if TYPE_CHECKING:
@@ -474,10 +474,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         await clients.run_async(self._refresh_plan(), connection)
 
     def _refresh_plan(self) -> Plan[None]:
-        key = self._key()
-        fresh = (yield from load.load(self._meta, [key]))[0]
-        if fresh is None:
-            raise self.DoesNotExist(f"{self._meta.label} {key} does not exist (no key {key})")
+        fresh = yield from select.get_by_pk(type(self), self._pk())
         self._data = fresh._data
         self._stored = fresh._stored
         self._stored_streams = fresh._stored_streams

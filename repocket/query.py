@@ -172,13 +172,13 @@ class QuerySet(Generic[M]):
         """
         meta = self.model._meta
         clone = self._clone()
-        clone._fields = frozenset(self._field_names(fields, "only")) | {meta.pk}
+        clone._fields = frozenset(self._field_names(fields)) | {meta.pk}
         return clone
 
     def defer(self, *fields: str) -> QuerySet[M]:
         """Load every attribute but these; see :meth:`only`."""
         meta = self.model._meta
-        names = set(self._field_names(fields, "defer"))
+        names = set(self._field_names(fields))
         if meta.pk in names:
             raise errors.ValidationError(f"{meta.label}.{meta.pk}: the primary key cannot be deferred",
                                          model=meta.label, field=meta.pk, value=None)
@@ -187,7 +187,7 @@ class QuerySet(Generic[M]):
         clone._fields = loaded - names
         return clone
 
-    def _field_names(self, fields: Sequence[str], what: str) -> list[str]:
+    def _field_names(self, fields: Sequence[str]) -> list[str]:
         meta = self.model._meta
         names = [meta.pk if name == "pk" else name for name in fields]
         for name in names:

@@ -201,7 +201,7 @@ def members(reply: Any) -> set[str]:
 
 
 def _lex_ids(reply: Any) -> set[str]:
-    return members(m.rsplit(b"\x00", 1)[-1] for m in reply)
+    return members(indexes.lex_member_id(m) for m in reply)
 
 
 def index_read(meta: ModelOptions, lookup: Lookup) -> tuple[Command, Callable[[Any], set[str]]] | None:

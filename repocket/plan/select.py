@@ -66,8 +66,8 @@ def _sort_key(field: str) -> Callable[[Any], Any]:
             return (1, str(value.pk))
         if _is_nan(value):
             return (2, 0)  # NaN has no order: after every number
-        if isinstance(value, datetime.datetime) and value.utcoffset() is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)  # naive counts as UTC
+        if isinstance(value, datetime.datetime):
+            value = attributes.as_aware(value)  # naive counts as UTC
         return (1, value)
 
     return key
@@ -118,8 +118,6 @@ def _plain_sort_key(name: str) -> Callable[[Any], Any]:
         return (2, 0) if value != value else (1, value)
 
     return key
-
-
 
 
 # -- candidates ---------------------------------------------------------------------------
@@ -235,7 +233,7 @@ def ordered_ids(q: Query, ids: list[str] | None,
     if lex:
         if any(member.count(b"\x00") > 1 for member in replies[0]):
             return None  # a value holding NUL sorts ambiguously against the separator
-        ranked = [m.rsplit(b"\x00", 1)[-1].decode("utf-8", "replace") for m in replies[0]]
+        ranked = [indexes.lex_member_id(m).decode("utf-8", "replace") for m in replies[0]]
     else:
         if replies[0] and max(abs(replies[0][0][1]), abs(replies[0][-1][1])) >= limit:
             return None  # scores past 2**53 (or far-future times) can tie distinct values
@@ -301,7 +299,7 @@ def _ranked_by_walk(meta: ModelOptions, index_key: str, wanted: set[str], need: 
         for member in members:
             if member.count(b"\x00") != 1:
                 return None  # a value holding NUL sorts ambiguously against the separator
-            pk = member[member.index(b"\x00") + 1:].decode("utf-8", "replace")
+            pk = indexes.lex_member_id(member).decode("utf-8", "replace")
             if pk in wanted:
                 found.append(pk)
                 if len(found) == need:
@@ -807,13 +805,7 @@ def values_list(q: Query, fields: Sequence[str], flat: bool) -> Plan[list[Any]]:
 
 def update(q: Query, values: dict[str, Any]) -> Plan[int]:
     """Set attributes on every matching record and save them, 500 per script call."""
-    meta = q.model._meta
-    for name in values:
-        if name not in meta.fields:
-            raise meta.unknown_field(name)
-        if name == meta.pk:
-            raise errors.ValidationError(f"{meta.label}.{name}: the primary key cannot be updated",
-                                         model=meta.label, field=name, value=None)
+    write.updatable(q.model._meta, values)
     records = yield from evaluate(q)
     for record in records:
         for name, value in values.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from repocket import errors, keys
@@ -522,31 +522,49 @@ def append(instance: ActiveRecord, name: str, chunk: bytes) -> Plan[str]:
     return key
 
 
-def bulk_update(model: type[Any], objs: list[Any], fields: Sequence[str], batch_size: int) -> Plan[int]:
-    """Write ``fields`` of saved records, one atomic script call per batch; see QuerySet.bulk_update."""
-    meta = model._meta
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    if isinstance(fields, str) or not fields:
-        raise ValueError("bulk_update() takes a list of the attribute names to write")
-    names = []
-    for name in fields:
+def updatable(meta: ModelOptions, names: Iterable[str]) -> list[str]:
+    """The attributes a bulk write may set (``pk`` naming the primary key), checked: known, not the key."""
+    out = []
+    for name in names:
         name = meta.pk if name == "pk" else name
         if name not in meta.fields:
             raise meta.unknown_field(name)
         if name == meta.pk:
             raise errors.ValidationError(f"{meta.label}.{name}: the primary key cannot be updated",
                                          model=meta.label, field=name, value=None)
-        names.append(name)
-    seen: set[Any] = set()
+        out.append(name)
+    return out
+
+
+def _check_batch(model: type[Any], instances: Sequence[Any], batch_size: int, operation: str) -> None:
+    """Refuse a batch size below 1, an instance of another model, and a record given twice."""
+    meta = model._meta
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    seen_ids: set[Any] = set()
+    seen_objects: set[int] = set()
+    for instance in instances:
+        if type(instance) is not model:
+            raise TypeError(f"{operation} of {meta.label} got a {type(instance).__name__}")
+        pk = instance._data[meta.pk]
+        if id(instance) in seen_objects or (pk is not None and pk in seen_ids):
+            which = f"the same {meta.label} instance" if pk is None else f"{meta.label} {pk}"
+            raise ValueError(f"{which} appears twice in one {operation}()")
+        seen_objects.add(id(instance))
+        if pk is not None:
+            seen_ids.add(pk)
+
+
+def bulk_update(model: type[Any], objs: list[Any], fields: Sequence[str], batch_size: int) -> Plan[int]:
+    """Write ``fields`` of saved records, one atomic script call per batch; see QuerySet.bulk_update."""
+    meta = model._meta
+    if isinstance(fields, str) or not fields:
+        raise ValueError("bulk_update() takes a list of the attribute names to write")
+    names = updatable(meta, fields)
+    _check_batch(model, objs, batch_size, "bulk_update")
     for obj in objs:
-        if type(obj) is not model:
-            raise TypeError(f"bulk_update of {meta.label} got a {type(obj).__name__}")
         if obj.pk is None:
             raise ValueError(f"bulk_update(): every {meta.label} must have been saved (one has no id)")
-        if obj.pk in seen:
-            raise ValueError(f"{meta.label} {obj.pk} appears twice in one bulk_update()")
-        seen.add(obj.pk)
         obj._validate_for_save(names)
     for start in range(0, len(objs), batch_size):
         # force: the named fields are written even where they equal what was loaded, as Django does
@@ -556,22 +574,9 @@ def bulk_update(model: type[Any], objs: list[Any], fields: Sequence[str], batch_
 
 def bulk_save(model: type[Any], instances: list[Any], batch_size: int) -> Plan[list[Any]]:
     """Validate every instance first, then save them ``batch_size`` per atomic script call."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
     meta = model._meta
-    seen: set[Any] = set()
-    seen_objects: set[int] = set()
+    _check_batch(model, instances, batch_size, "bulk_create")
     for instance in instances:
-        if type(instance) is not model:
-            raise TypeError(f"bulk_create of {meta.label} got a {type(instance).__name__}")
-        if id(instance) in seen_objects:
-            raise ValueError(f"the same {meta.label} instance appears twice in one bulk write")
-        seen_objects.add(id(instance))
-        pk = instance._data[meta.pk]
-        if pk is not None:
-            if pk in seen:
-                raise ValueError(f"{meta.label} {pk} appears twice in one bulk write")
-            seen.add(pk)
         for name in meta.auto_now:
             setattr(instance, name, meta.fields[name].now())  # (and no longer deferred: it is written)
         instance._validate_for_save()
