@@ -299,6 +299,9 @@ class configure:  # noqa: N801 - the original API's name
             raise RuntimeError(
                 "get_async_connection() needs a running event loop; call it from async code"
             ) from None
+        client = cls._async_clients.get(loop)  # the common case, every async call: no lock needed
+        if client is not None:
+            return client  # (the running loop is not closed)
         while True:
             with cls._lock:
                 client = cls._async_clients.get(loop)

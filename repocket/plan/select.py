@@ -487,7 +487,12 @@ def evaluate(q: Query) -> Plan[list[Any]]:
     if q._empty:
         return []
     source, in_order = yield from strategy(q, chunk_size=10**9, materialize=True)
-    records = sort_records((yield from collect(source)), q._order)  # in order: also ties the scores could not
+    return _arranged(q, (yield from collect(source)), in_order)
+
+
+def _arranged(q: Query, records: list[Any], in_order: bool) -> list[Any]:
+    """The loaded matches in the query's order, sliced unless they came as the slice already."""
+    records = sort_records(records, q._order)  # in order too: ties the index scores could not tell apart
     return records if in_order else records[q._low:q._high]
 
 
@@ -501,9 +506,8 @@ def iterate(q: Query, chunk_size: int) -> Plan[None]:
     source, in_order = yield from strategy(q, chunk_size)
     if in_order:
         yield from source
-    else:
-        source.close()
-        yield Emit((yield from evaluate(q)))
+    else:  # sorted in Python: every match is needed first
+        yield Emit(_arranged(q, (yield from collect(source)), in_order))
 
 
 # -- terminal operations ------------------------------------------------------------------
@@ -519,18 +523,25 @@ def count(q: Query) -> Plan[int]:
         return len(q._cache)
     if q._empty:
         return 0
-    meta = q.model._meta
-    if not q._excludes and q._low == 0 and q._high is None:
-        key = None
-        if not q._filters:
-            key = meta.ids_key
-        elif len(q._filters) == 1 and counted_by_index(q._filters[0]):
-            lookup = q._filters[0]
-            key = (keys.null_index_key(meta.prefix, lookup.field) if lookup.value is None
-                   else keys.eq_index_key(meta.prefix, lookup.field, token(lookup.attr, lookup.value)))
-        if key is not None:
-            return int((yield one("SCARD", key, label=meta.label))[0])
+    key = _counted_by(q)
+    if key is not None:
+        return int((yield one("SCARD", key, label=q.model._meta.label))[0])
     return len((yield from evaluate(q)))
+
+
+def _counted_by(q: Query) -> str | None:
+    """The set whose size is the query's count, if one is: the id set, or one exact index set."""
+    if q._excludes or q._low or q._high is not None:
+        return None
+    meta = q.model._meta
+    if not q._filters:
+        return meta.ids_key  # type: ignore[no-any-return]
+    if len(q._filters) != 1 or not counted_by_index(q._filters[0]):
+        return None
+    lookup = q._filters[0]
+    if lookup.value is None:
+        return keys.null_index_key(meta.prefix, lookup.field)
+    return keys.eq_index_key(meta.prefix, lookup.field, token(lookup.attr, lookup.value))
 
 
 def exists(q: Query) -> Plan[bool]:
@@ -539,9 +550,7 @@ def exists(q: Query) -> Plan[bool]:
         return bool(q._cache)
     if q._empty:
         return False
-    unsliced = q._low == 0 and q._high is None
-    if unsliced and not q._excludes and (
-            not q._filters or (len(q._filters) == 1 and counted_by_index(q._filters[0]))):
+    if _counted_by(q) is not None:
         return (yield from count(q)) > 0  # one SCARD
     probe = q._clone()
     probe._order = ()  # any match will do

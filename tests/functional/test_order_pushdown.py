@@ -155,3 +155,14 @@ def test_a_page_of_few_candidates_fetches_their_sort_field_only(repocket_connect
     names = [c[0].upper() for c in trips.commands()]
     assert b"ZRANGE" not in names and b"ZREVRANGE" not in names
     assert names.count(b"HGET") == 5 and names.count(b"HGETALL") == 2
+
+
+def test_an_iterator_sorted_in_python_reads_its_candidates_once(readings: list[Reading]) -> None:
+    """iterator() over an order no index serves reads the filter's index once, then sorts what it loaded."""
+    site_key = f"{Reading._meta.prefix}:_eq:site:a".encode()
+    with count_round_trips() as trips:
+        got = [(r.level, r.ratio) for r in Reading.objects.filter(site="a").order_by("level", "ratio").iterator(7)]
+    expected = [(r.level, r.ratio) for r in Reading.objects.filter(site="a").order_by("level", "ratio")]
+    assert [_plain(v) for pair in got for v in pair] == [_plain(v) for pair in expected for v in pair]
+    reads = [c for c in trips.commands() if c[0].upper() == b"SMEMBERS" and c[1] == site_key]
+    assert len(reads) == 1
