@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench docs lint typecheck clean
+.PHONY: test demo bench bench-scale docs lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,14 +13,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)  ## run the test suite against a real redis-server
+# The tests of stored records, run again with every model in the plain format.
+PLAIN_TESTS := $(addprefix tests/functional/test_,api.py queries.py integrity.py errors.py django_api.py \
+	roundtrip_properties.py fuzz.py contention.py script_atomicity.py async_scenarios.py order_pushdown.py red_team.py)
+
+test: $(STAMP)  ## run the test suite against a real redis-server, then its storage tests in the plain format
 	$(BIN)/python -m pytest
+	REPOCKET_TEST_FORMAT=plain $(BIN)/python -m pytest -q $(PLAIN_TESTS)
 
 demo: $(STAMP)  ## run the original repocket tutorial end to end
 	$(BIN)/python examples/tutorial.py
 
-bench: $(STAMP)  ## repocket vs hand-written redis-py on one real server
+bench: $(STAMP)  ## repocket vs two hand-written redis-py programs on one real server
 	$(BIN)/python -m benchmarks
+
+bench-scale: $(STAMP)  ## how fixed-size queries grow from 10,000 to 1,000,000 records
+	$(BIN)/python -m benchmarks --scale
 
 docs: $(STAMP)  ## build the Sphinx docs, warnings are errors
 	$(BIN)/python -m sphinx -W -n --keep-going -b html docs docs/_build/html

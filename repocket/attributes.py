@@ -300,6 +300,35 @@ class Attribute(Generic[T]):
 
         return read
 
+    # -- the plain format (``Meta.format = "plain"``) ---------------------------
+
+    def to_plain(self, value: Any) -> bytes | None:
+        """The hash field for ``value`` in the plain format; None: the field is left out.
+
+        A null value has no field (it reads back as None); every other value
+        is its plain text, typed by the declaration (see docs/storage.rst).
+        """
+        if value is None:
+            return None
+        return self._plain(value)
+
+    def _plain(self, value: Any) -> bytes:
+        """Plain text of a value that is not None."""
+        raise NotImplementedError
+
+    def from_plain(self, raw: bytes) -> T:
+        """The value of a plain-format hash field; ValueError, TypeError or UnicodeError when it is not one."""
+        return self._decode(raw.decode("utf-8"), {})
+
+    def plain_absent(self) -> Any:
+        """What a plain-format field that is absent reads as: None when null is allowed, else the default.
+
+        An absent field is how the plain format stores None; an attribute added
+        after a record was written is absent too, and reads as its default
+        unless it allows null.
+        """
+        return None if self.null else self.get_default()
+
     def to_string(self, value: Any) -> str:
         """Utility method that knows how to safely convert the value into a string."""
         value = self.cast(value)
@@ -371,6 +400,12 @@ class Unicode(Attribute[str]):
             raise TypeError(f"expected a JSON string, got {type(stored).__name__}")
         return stored
 
+    def _plain(self, value: Any) -> bytes:
+        return value.encode("utf-8")  # type: ignore[no-any-return]
+
+    def from_plain(self, raw: bytes) -> str:
+        return raw.decode("utf-8")
+
     def index_token(self, value: Any) -> str:
         return str(value)
 
@@ -425,6 +460,12 @@ class Bytes(Attribute[bytes]):
             return base64.b64decode(stored, validate=True)
         except binascii.Error as exc:
             raise ValueError(f"invalid base64: {exc}") from None
+
+    def _plain(self, value: Any) -> bytes:
+        return bytes(value)  # Redis strings are binary-safe: no base64
+
+    def from_plain(self, raw: bytes) -> bytes:
+        return bytes(raw)
 
     def to_string(self, value: Any) -> str:
         value = self.cast(value)
@@ -481,6 +522,15 @@ class JSON(Attribute[Any]):
     def decode(self, stored: Any, envelope: dict[str, Any]) -> Any:
         return stored  # null is a JSON document too
 
+    def to_plain(self, value: Any) -> bytes:
+        return serialization.dumps(value)  # None is the document null, kept as a field
+
+    def from_plain(self, raw: bytes) -> Any:
+        return serialization.loads(raw)
+
+    def plain_absent(self) -> Any:
+        return self.get_default()  # a JSON null is stored ("null"): absent means never written
+
     def get_default(self) -> Any:
         value = super().get_default()
         return _json_value(value)  # a fresh copy: defaults are never shared between instances
@@ -529,6 +579,9 @@ class UUID(Attribute[_uuid.UUID]):
 
     def _encode_value(self, value: Any) -> bytes:
         return b'"' + str(value).encode("ascii") + b'"'
+
+    def _plain(self, value: Any) -> bytes:
+        return str(value).encode("ascii")
 
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> _uuid.UUID:
         if not isinstance(stored, str):
@@ -601,6 +654,9 @@ class DateTime(Attribute[_dt.datetime]):
     def _encode_value(self, value: Any) -> bytes:
         text: str = value.isoformat()
         return b'"' + text.encode("ascii") + b'"'
+
+    def _plain(self, value: Any) -> bytes:
+        return value.isoformat().encode("ascii")  # type: ignore[no-any-return]
 
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> _dt.datetime:
         if not isinstance(stored, str):
@@ -675,6 +731,9 @@ class Decimal(Attribute[_decimal.Decimal]):
     def _encode_value(self, value: Any) -> bytes:
         return b'"' + str(value).encode("ascii") + b'"'
 
+    def _plain(self, value: Any) -> bytes:
+        return str(value).encode("ascii")
+
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> _decimal.Decimal:
         if not isinstance(stored, str):
             raise TypeError(f"expected a decimal string, got {type(stored).__name__}")
@@ -721,15 +780,28 @@ class Integer(Attribute[int]):
     def _encode_value(self, value: Any) -> bytes:
         return str(value).encode("ascii")
 
+    _plain = _encode_value
+
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> int:
         if not isinstance(stored, int) or isinstance(stored, bool):
             raise TypeError(f"expected a JSON integer, got {type(stored).__name__}")
         return stored
 
+    def from_plain(self, raw: bytes) -> int:
+        # Only the canonical text repocket (and HINCRBY) writes: the index entries
+        # are named from the value, and int() would also take " 7", "+7" or "0_7".
+        if _PLAIN_INTEGER.fullmatch(raw) is None:
+            raise ValueError("not a canonical decimal integer")
+        return int(raw)
+
     def index_token(self, value: Any) -> str:
         return str(value)
 
 
+_PLAIN_INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]*)")
+#: Plain Float text: repr() of a float (``1.5``, ``1e+16``, ``-0.0``, ``inf``,
+#: ``nan``), and the integral text HINCRBYFLOAT writes (``3``).
+_PLAIN_FLOAT = re.compile(rb"-?(?:[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?|inf)|nan")
 _SUBMINUTE_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2}):(\d{2})(?:\.(\d{6}))?$")
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -769,6 +841,14 @@ class Float(Attribute[float]):
         if isinstance(stored, bool) or not isinstance(stored, (int, float)):
             raise TypeError(f"expected a JSON number, got {type(stored).__name__}")
         return float(stored)
+
+    def _plain(self, value: Any) -> bytes:
+        return repr(value).encode("ascii")  # the shortest text that reads back as the same float
+
+    def from_plain(self, raw: bytes) -> float:
+        if _PLAIN_FLOAT.fullmatch(raw) is None:
+            raise ValueError("not a float's decimal text")
+        return float(raw)
 
     def index_token(self, value: Any) -> str:
         if value == 0:
@@ -832,6 +912,9 @@ class Pointer(Attribute[Any]):
 
     def _encode_value(self, value: Any) -> bytes:
         return orjson.dumps(value._key())
+
+    def _plain(self, value: Any) -> bytes:
+        return value._key().encode("utf-8")  # type: ignore[no-any-return]
 
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> str:
         # The loader resolves the key into an instance; here only its shape is checked.

@@ -146,10 +146,10 @@ def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in vars(meta).items() if not k.startswith("_")} if meta else {}
     if "__namespace__" in namespace:
         options.setdefault("namespace", namespace["__namespace__"])
-    unknown = set(options) - {"namespace", "versioned"}
+    unknown = set(options) - {"namespace", "versioned", "format"}
     if unknown:
         raise errors.RepocketActiveRecordDefinitionError(
-            f"{label}.Meta: unknown options {sorted(unknown)}; known: namespace, versioned"
+            f"{label}.Meta: unknown options {sorted(unknown)}; known: format, namespace, versioned"
         )
     ns = options.get("namespace")
     if ns is not None and (not isinstance(ns, str) or not ns or any(c in ns for c in ":{}*?[]\\ \n")):
@@ -192,7 +192,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         keys = user.save()
         configure.get_connection().hgetall(keys["hash"])
 
-    Options go in an inner ``class Meta`` (``namespace``, ``versioned``) or, for the
+    Options go in an inner ``class Meta`` (``namespace``, ``versioned``, ``format``) or, for the
     namespace, a class-level ``__namespace__``.
     """
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from repocket import errors, keys
+from repocket import errors, formats, keys
 from repocket.attributes import Attribute, AutoUUID, Pointer
 
 if TYPE_CHECKING:
     from repocket.model import ActiveRecord
 
-__all__ = ["ModelOptions"]
+__all__ = ["DEFAULT_FORMAT", "ModelOptions"]
+
+#: The storage format of a model whose ``Meta`` names none (see :mod:`repocket.formats`).
+#: Set it before the models are declared to change the default of a whole program.
+DEFAULT_FORMAT = "envelope"
 
 
 class ModelOptions:
@@ -30,10 +34,12 @@ class ModelOptions:
         self.label = f"{model.__module__}.{model.__qualname__}"
         self.fields = fields
         self.versioned: bool = bool(options.get("versioned", False))
+        #: How the record hash stores values (``Meta.format``: "envelope" or "plain").
+        self.format = formats.format_named(options.get("format", DEFAULT_FORMAT), self.label)
         self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
         #: For every attribute in declaration order, the tuple (hash field name
         #: as bytes or None for a ByteStream, name, attribute, fast reader).
-        self.layout = [(name.encode() if attr.stored_in_hash else None, name, attr, attr.reader())
+        self.layout = [(name.encode() if attr.stored_in_hash else None, name, attr, self.format.reader(attr))
                        for name, attr in fields.items()]
         #: The attributes kept in the record hash, as ``(name, attribute)``, in order.
         self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests import drivers, roundtrips
+from tests import FORMAT, drivers, roundtrips
 
 settings.register_profile(
     "repocket",
@@ -17,6 +17,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile("repocket")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, fmt in (("envelope_only", "envelope"), ("plain_only", "plain")):
+            if item.get_closest_marker(marker) and FORMAT != fmt:
+                item.add_marker(pytest.mark.skip(reason=f"{marker}: this run stores the {FORMAT} format"))
 
 
 @pytest.fixture(params=["sync", "async"])

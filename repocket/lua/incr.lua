@@ -5,9 +5,10 @@
 -- ARGV[1] the field, ARGV[2] the amount (an integer below 2^52), ARGV[3] the
 -- record id, ARGV[4] "<prefix>:_eq:<field>:" when indexed, else "" (the
 -- equality sets of the old and new value are named from it: they depend on the
--- value read here), ARGV[5] "1" when the model is versioned.
+-- value read here), ARGV[5] "1" when the model is versioned, ARGV[6] the
+-- model's storage format ("envelope" or "plain": the bare integer).
 -- Returns {"ok", new value, new version or 0}, {"missing"}, {"shape"} (null,
--- not an Integer envelope, or not the exact text repocket writes), {"big"}
+-- absent, or not the exact text repocket writes), {"big"}
 -- (past 2^53: the caller adds exactly in Python instead), {"leased"} (another
 -- writer holds the record's lease: wait and call again), {"wrongtype", key,
 -- type} or {"corrupt", "_version", problem, value}. Every check runs before
@@ -26,10 +27,16 @@ if not raw then
   if redis.call("EXISTS", KEYS[1]) == 0 then return {"missing"} end
   return {"shape"}
 end
--- Only the exact envelope repocket writes, holding a canonical JSON integer:
--- the old value's equality set is named from this text, so "-0" or "007"
--- would miss the entry repocket made. Anything else takes the checked path.
-local text = string.match(raw, '^{"type": "Integer", "value": (%-?%d+), "module": "repocket%.attributes"}$')
+-- Only the exact field repocket writes, holding a canonical integer: the old
+-- value's equality set is named from this text, so "-0" or "007" would miss
+-- the entry repocket made. Anything else takes the checked path.
+local plain = ARGV[6] == "plain"
+local text
+if plain then
+  text = string.match(raw, '^%-?%d+$')
+else
+  text = string.match(raw, '^{"type": "Integer", "value": (%-?%d+), "module": "repocket%.attributes"}$')
+end
 if not text or (text ~= "0" and not string.match(text, "^%-?[1-9]%d*$")) then return {"shape"} end
 -- Both numbers must be integers a Lua number (a double) holds exactly.
 if #text > 15 then return {"big"} end
@@ -55,8 +62,12 @@ if ARGV[5] == "1" then
   if problem then return {"corrupt", "_version", problem, string.sub(stored, 1, 64)} end
 end
 
-redis.call("HSET", KEYS[1], ARGV[1],
-  '{"type": "Integer", "value": ' .. new .. ', "module": "repocket.attributes"}')
+if plain then
+  redis.call("HSET", KEYS[1], ARGV[1], new)
+else
+  redis.call("HSET", KEYS[1], ARGV[1],
+    '{"type": "Integer", "value": ' .. new .. ', "module": "repocket.attributes"}')
+end
 if ARGV[4] ~= "" then
   redis.call("ZADD", KEYS[3], value, ARGV[3])
   redis.call("SREM", ARGV[4] .. text, ARGV[3])

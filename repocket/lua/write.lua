@@ -19,15 +19,17 @@
 -- value can be mistaken for one.
 --
 -- checks:  exists                      the hash must exist, else {"missing"}
---          guard   <field> <expected>  HGET must equal expected ("" = absent),
---                                      else {"conflict", field, current, ...}
+--          guard   <field> <expected>  HGET must equal expected, else
+--                                      {"conflict", field, current, ...}, where
+--                                      current is nil when the field is absent
+--          absent  <field>             the field must not exist, else a conflict
 --          unique  <k> <token> <id>    HGET key k token must be absent or id,
 --                                      else {"taken", k, token, holder}; and no
 --                                      other record of the batch may claim it,
 --                                      else {"clash", k, token, other id}
 --          version <expected>          the hash's _version must equal expected
 --                                      ("" = absent), else {"stale", current}
--- writes:  hset <field> <value> | set <k> <value> | del <k> | bump (_version + 1)
+-- writes:  hset <field> <value> | hdel <field> | set <k> <value> | del <k> | bump (_version + 1)
 --          sadd <k> <member> | srem <k> <member>
 --          zadd <k> <score> <member> | zrem <k> <member>
 --          uset <k> <token> <id> | udel <k> <token> <id> (only while held by id)
@@ -54,8 +56,8 @@
 
 local LEASE_MS = 2000
 local letters = {h = "hash", s = "set", z = "zset", t = "string"}
-local check_arity = {exists = 1, guard = 3, unique = 4, version = 2}
-local write_arity = {hset = 3, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
+local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2}
+local write_arity = {hset = 3, hdel = 2, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
                      zadd = 4, zrem = 3, uset = 4, udel = 4}
 local token = ARGV[2]
 
@@ -89,7 +91,7 @@ local function preflight(rec)
     if not n then return "unknown write at argument " .. j end
     if op == "bump" then
       rec.versioned, rec.bump = true, true
-    elseif op ~= "hset" then
+    elseif op ~= "hset" and op ~= "hdel" then
       local k = tonumber(ARGV[j + 1])
       if not k or k < 1 or k > rec.nkeys or k % 1 ~= 0 then return "bad key number in " .. op end
       -- (the score is not quoted: it may stand for a secret value)
@@ -153,9 +155,10 @@ local function check(rec)
     local op = ARGV[j]
     if op == "exists" then
       if not present then return {"missing"} end
-    elseif op == "guard" then
-      local current = present and redis.call("HGET", hash, ARGV[j + 1]) or ""
-      if current ~= ARGV[j + 2] then
+    elseif op == "guard" or op == "absent" then
+      -- false (a nil reply) when the field is absent
+      local current = present and redis.call("HGET", hash, ARGV[j + 1])
+      if current ~= (op == "guard" and ARGV[j + 2]) then
         conflicts[#conflicts + 1] = ARGV[j + 1]
         conflicts[#conflicts + 1] = current
       end
@@ -233,6 +236,8 @@ for _, rec in ipairs(records) do
     local op = ARGV[j]
     if op == "hset" then
       redis.call("HSET", hash, ARGV[j + 1], ARGV[j + 2])
+    elseif op == "hdel" then
+      redis.call("HDEL", hash, ARGV[j + 1])
     elseif op == "bump" then
       redis.call("HINCRBY", hash, "_version", 1)
     elseif op == "set" then

@@ -14,8 +14,9 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from repocket import errors, keys, serialization
-from repocket.attributes import ATTRIBUTE_TYPES, Attribute, BrokenReference, _short_repr
+from repocket import errors, keys
+from repocket.attributes import Attribute, BrokenReference, _short_repr
+from repocket.formats import SECRET_MASK
 from repocket.plan.rounds import Command, Pipeline, Plan, command
 
 if TYPE_CHECKING:
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "load", "resolve_pointers"]
 
-_ENVELOPE = frozenset({"type", "value", "module"})
-#: How a ``secret=True`` value is shown in messages.
-SECRET_MASK = "'***' (secret)"
 #: What a ``_version`` counter holds: a plain non-negative integer (checked against int64 too).
 _VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
 _INT64_MAX = 2**63 - 1
@@ -45,49 +43,19 @@ def _corrupt(key: str, field: str | None, message: str) -> errors.CorruptRecordE
 def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, raw: bytes | str) -> Any:
     """The Python value of one stored hash field, or CorruptRecordError saying what is wrong.
 
-    Type tags resolve through the closed table of attribute types; the
-    ``module`` member must be the declared attribute's module. Nothing is imported.
-    The message never quotes the value of a ``secret=True`` attribute, and the
+    The model's storage format (:mod:`repocket.formats`) reads it. In the
+    envelope format, type tags resolve through the closed table of attribute
+    types and the ``module`` member must be the declared attribute's module:
+    nothing is imported. The message never quotes the value of a ``secret=True`` attribute, and the
     error has no ``__context__``: an exception being handled by the caller
     (a parser's, say) may hold the stored bytes.
     """
-    value, problem = _decode_envelope(meta, attr, name, raw)
+    if isinstance(raw, str):  # a client that decodes responses
+        raw = raw.encode("utf-8", "surrogatepass")
+    value, problem = meta.format.decode(meta, attr, name, raw)
     if problem is not None:
         _raise_alone(_corrupt(key, name, problem))
     return value
-
-
-def _decode_envelope(meta: ModelOptions, attr: Attribute[Any], name: str, raw: bytes | str) -> tuple[Any, str | None]:
-    """``(value, None)``, or ``(None, what is wrong)`` for a stored field that is not what repocket writes."""
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogatepass")
-    secret = attr.secret
-    try:
-        envelope = serialization.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        return None, "not valid JSON" + ("" if secret else f" ({exc})")
-    if type(envelope) is not dict:
-        return None, f"expected a JSON object envelope, found {type(envelope).__name__}"
-    tag = envelope.get("type")
-    expected = type(attr).__name__
-    if tag != expected and not (isinstance(tag, str) and tag in attr.compatible_tags):
-        if isinstance(tag, str) and tag in ATTRIBUTE_TYPES:
-            return None, f"stored as {tag}, but {meta.label}.{name} is {expected}"
-        return None, f"unknown type tag {_short_repr(tag)}"
-    module = envelope.get("module")
-    if module != type(attr).__module__:
-        return None, f"module {_short_repr(module)} is not {type(attr).__module__!r} (nothing was imported)"
-    if "value" not in envelope:
-        return None, "the envelope has no 'value' member"
-    extra = envelope.keys() - _ENVELOPE - attr.extra_members
-    if extra:
-        return None, f"unexpected envelope members {_short_repr(sorted(extra))}"
-    try:
-        return attr.decode(envelope["value"], envelope), None
-    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
-        if secret:  # the cause's text may quote the value too
-            return None, f"invalid {expected} value {SECRET_MASK}"
-        return None, f"invalid {expected} value {_short_repr(envelope['value'])} ({exc})"
 
 
 def _raise_alone(exc: BaseException) -> NoReturn:
@@ -169,6 +137,7 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
     if raw_hash and not isinstance(next(iter(raw_hash)), bytes):  # a client that decodes responses
         raw_hash = {field.encode(): value for field, value in raw_hash.items()}
     model = meta.model
+    absent = meta.format.absent
     instance = model.__new__(model)
     data: dict[str, Any] = {}
     for field, name, attr, read in meta.layout:
@@ -178,8 +147,8 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
             data[name] = raw_streams.get(name, b"")
             continue
         raw = raw_hash.get(field)
-        if raw is None:  # an attribute added after the record was written
-            data[name] = attr.get_default()
+        if raw is None:  # a None in the plain format, or an attribute added after the record was written
+            data[name] = absent(attr)
             continue
         try:
             data[name] = read(raw)  # what repocket writes: parse the value only

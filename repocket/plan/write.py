@@ -65,9 +65,9 @@ class WriteJob:
             return
         known = dict(self.known_old or {})
         for field, current in zip(reply[1::2], reply[2::2]):
-            if current:
+            if current is not None:
                 known[field] = current
-            else:
+            else:  # the field is absent
                 known.pop(field, None)
         self.known_old = known
 
@@ -222,12 +222,13 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
     attr = meta.fields[name]
     field = name.encode()
     old_raw = (job.known_old or {}).get(field)
-    plan.check("guard", name, old_raw or b"")
+    _guard(plan, name, old_raw)
     unique_slot = plan.slot(keys.unique_key(meta.prefix, name), "h") if attr.unique else 0
     if old_raw is None and job.stored is not None:
-        # The record exists but lacks the field (declared after it was written): it
-        # reads as the default, and check() indexes it so. Removing absent entries is harmless.
-        old = attr.get_default()
+        # The record exists but lacks the field (a None in the plain format, or declared
+        # after it was written): it reads as the format says, and check() indexes it so.
+        # Removing absent entries is harmless.
+        old = meta.format.absent(attr)
     elif old_raw is None:
         old = _UNREADABLE  # a new record: nothing to remove
     else:
@@ -259,6 +260,14 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
         plan.write("uset", unique_slot, token, pk)
 
 
+def _guard(plan: WritePlan, name: str, raw: bytes | None) -> None:
+    """Check that the stored field ``name`` still holds ``raw`` (None: that it is absent)."""
+    if raw is None:
+        plan.check("absent", name)
+    else:
+        plan.check("guard", name, raw)
+
+
 def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = False,
          *, fields: Collection[str] | None = None) -> Plan[None]:
     """Write validated instances (ids assigned) in one script call: all of them, or none.
@@ -281,7 +290,8 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
         names = chosen - instance._deferred
         partial = fields is not None or bool(instance._deferred)
         everything = force or instance._stored is None
-        encoded = {field: attr.encode(instance._data[name])
+        encode = meta.format.encode
+        encoded = {field: encode(attr, instance._data[name])  # None: the field is left out
                    for field, name, attr, _ in meta.layout if field is not None and name in names}
         streams = {name: instance._data[name] or b"" for name in meta.streams if name in names}
         # A partial write of an instance never loaded claims no version: it is not checked.
@@ -289,7 +299,7 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
         prepared.append((instance, encoded, streams, partial, claims_version))
 
         def make_plan(job: WriteJob, instance: ActiveRecord = instance, pk: str = pk, record: str = record,
-                      encoded: dict[bytes, bytes] = encoded, streams: dict[str, bytes] = streams,
+                      encoded: dict[bytes, bytes | None] = encoded, streams: dict[str, bytes] = streams,
                       everything: bool = everything, claims_version: bool = claims_version) -> WritePlan:
             plan = _new_plan(meta, pk)
             stored = job.stored
@@ -307,7 +317,10 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
                 if name.encode() in changed:
                     _plan_index_change(plan, meta, job, record, pk, name, instance._data[name])
             for field, raw in changed.items():
-                plan.write("hset", field, raw)
+                if raw is not None:
+                    plan.write("hset", field, raw)
+                else:  # a None in the plain format: no field
+                    plan.write("hdel", field)
             old_streams = None if everything or stored is None else instance._stored_streams
             for name, value in streams.items():
                 if old_streams is None or old_streams.get(name, b"") != value:
@@ -327,11 +340,15 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
         jobs.append(WriteJob(make_plan, believed, must_exist=partial))
     yield from run_writes(meta, jobs)
     for instance, encoded, streams, partial, claims_version in prepared:
+        written = {field: raw for field, raw in encoded.items() if raw is not None}
         if partial:
-            instance._stored = {**(instance._stored or {}), **encoded}
+            left_out = [field for field, raw in encoded.items() if raw is None]
+            instance._stored = {**(instance._stored or {}), **written}
+            for field in left_out:
+                instance._stored.pop(field, None)
             instance._stored_streams = {**instance._stored_streams, **streams}
         else:
-            instance._stored = encoded
+            instance._stored = written
             instance._stored_streams = streams
         if claims_version:
             instance._version = (instance._version or 0) + 1
@@ -406,8 +423,8 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
             eq_prefix = keys.eq_index_key(meta.prefix, name, "")
         deadline = time.monotonic() + WRITE_BUDGET
         while True:
-            reply = yield Eval("incr", script_keys, [name, step, pk, eq_prefix, "1" if meta.versioned else ""],
-                               meta.label)
+            reply = yield Eval("incr", script_keys, [name, step, pk, eq_prefix, "1" if meta.versioned else "",
+                                                     meta.format.name], meta.label)
             if reply[0] != b"leased":
                 break
             if time.monotonic() > deadline:  # another writer's lease: it is about to write the record
@@ -440,9 +457,9 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
         # "absent": an attribute added after the record was written, whose value
         # is its default (as reading it would give).
         current_raw = (job.known_old or {}).get(name.encode())
-        plan.check("guard", name, current_raw or b"")
+        _guard(plan, name, current_raw)
         if current_raw is None:
-            current = attr.get_default()
+            current = meta.format.absent(attr)
         else:
             current = decode_field(meta, attr, record, name, current_raw)
         if current is None:
@@ -460,7 +477,7 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
         result["value"] = new
         if attr.index:
             _plan_index_change(plan, meta, job, record, pk, name, new)
-        plan.write("hset", name, attr.encode(new))
+        plan.write("hset", name, meta.format.encode(attr, new))  # (a sum is never None)
         if meta.versioned:
             plan.write("bump")
         return plan
@@ -498,7 +515,7 @@ def _settle_increment(instance: ActiveRecord, name: str, value: Any) -> Any:
     attr = instance._meta.fields[name]
     instance._data[name] = value
     if instance._stored is not None:
-        instance._stored[name.encode()] = attr.encode(value)
+        instance._stored[name.encode()] = instance._meta.format.encode(attr, value)  # type: ignore[assignment]
     if name in instance._deferred:
         instance._deferred = instance._deferred - {name}
     return value

@@ -218,6 +218,7 @@ def test_tutorial_as_documented(repocket_connection: redis_py.Redis) -> None:
     assert [u.name for u in User.objects.filter(house_name="Gryffindor")] == ["Ron Weasley"]
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_original_api_reference_example(repocket_connection: redis_py.Redis) -> None:
     """The API reference's example: save() gives the keys and hgetall on the hash returns the record."""
     obj1 = User(email=b"foo@bar.com", name="foo", metadata={"yay": "this is json baby!"})
@@ -563,6 +564,7 @@ def test_to_dict_simple_nests_pointers(repocket_connection: redis_py.Redis) -> N
     assert simple["stdout"] == b"out" and simple["stderr"] == b""
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_to_dict_envelopes_match_storage(repocket_connection: redis_py.Redis, redis: redis_py.Redis) -> None:
     """to_dict() gives each attribute's stored envelope, equal to the hash field."""
     harry = make_harry()
@@ -856,6 +858,7 @@ def test_save_after_append_keeps_appended_data(repocket_connection: redis_py.Red
 # -- Pointer -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_pointer_stores_target_key(repocket_connection: redis_py.Redis, redis: redis_py.Redis) -> None:
     """Saving a Pointer stores the target's hash key."""
     project = Project.create(name="repocket")

@@ -97,6 +97,7 @@ def test_check_prints_every_kind_of_problem(repocket_connection: redis_py.Redis,
     assert f"{len(lines)} problems" in out.splitlines()[0]
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_repair_exits_1_while_a_corrupt_record_remains(repocket_connection: redis_py.Redis, redis_url: str,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """``check --repair`` fixes the index, checks again, lists the corrupt record left and exits 1."""

@@ -98,9 +98,9 @@ def _warm(conn: Any) -> None:
 
 
 def _raw_set(conn: Any, record: ActiveRecord, name: str, value: Any) -> None:
-    """Change one attribute in Redis behind repocket's back (a raw HSET of its envelope)."""
+    """Change one attribute in Redis behind repocket's back (a raw HSET in the model's format)."""
     meta = record._meta
-    conn.hset(meta.key(record.pk), name, meta.fields[name].encode(value))
+    conn.hset(meta.key(record.pk), name, meta.format.encode(meta.fields[name], value))
 
 
 def _stored(model: type[ActiveRecord], pk: Any) -> ActiveRecord:

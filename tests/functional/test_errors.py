@@ -353,6 +353,7 @@ def victim(repocket_connection: redis_py.Redis) -> tuple[Victim, str]:
 
 
 @pytest.mark.parametrize(("case", "field", "raw"), CORRUPT, ids=[c for c, _, _ in CORRUPT])
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_corrupt_field_raises_naming_key_and_field(
     victim: tuple[Victim, str], redis: redis_py.Redis, case: str, field: str, raw: bytes
 ) -> None:
@@ -368,6 +369,7 @@ def test_corrupt_field_raises_naming_key_and_field(
 
 
 @pytest.mark.parametrize(("case", "field", "raw"), CORRUPT[:8], ids=[c for c, _, _ in CORRUPT[:8]])
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_corrupt_field_raises_through_queries(
     victim: tuple[Victim, str], redis: redis_py.Redis, case: str, field: str, raw: bytes
 ) -> None:
@@ -380,6 +382,7 @@ def test_corrupt_field_raises_through_queries(
         list(Victim.objects.filter(name="Harry"))
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_corrupt_pointer_target_raises(victim: tuple[Victim, str], redis: redis_py.Redis) -> None:
     """A corrupt field in a pointed-to record raises CorruptRecordError naming the target's key."""
     record, _ = victim
@@ -393,6 +396,7 @@ def test_corrupt_pointer_target_raises(victim: tuple[Victim, str], redis: redis_
 SENTINEL = "repocket_sentinel_do_not_import_4f1c"
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_stored_module_names_are_never_imported(
     victim: tuple[Victim, str], redis: redis_py.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,6 +425,7 @@ def test_stored_module_names_are_never_imported(
     assert not flag.exists()
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_module_os_is_not_imported_again(victim: tuple[Victim, str], redis: redis_py.Redis) -> None:
     """A ``module`` naming a stdlib module the process has not imported is not imported by reading."""
     name = "this_module_does_not_exist_anywhere"

@@ -597,6 +597,7 @@ def _check_loaded(scene: Scene, record: Victim, touched: dict[str, Any]) -> None
             assert same(attr.to_python(value), original[name]), (name, value, original[name])
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_corrupted_storage_reads_as_its_meaning_or_a_documented_error(
     conn: redis_py.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -718,6 +719,7 @@ def _remove_and_repair(conn: redis_py.Redis, record: Victim) -> None:
 
 
 @pytest.mark.parametrize("tag", [["Unicode"], {"Unicode": 1}])
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_unhashable_type_tag_is_a_corrupt_record(conn: redis_py.Redis, tag: Any) -> None:
     """An envelope whose type tag is a JSON array or object reads as CorruptRecordError."""
     tried("(b) corruption unhashable tag")
@@ -771,6 +773,7 @@ def test_check_reports_records_of_the_wrong_redis_type(conn: redis_py.Redis, whi
     assert Victim.objects.get(id=b.id) == b
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_deleting_a_record_with_a_corrupt_unique_field_frees_its_value(conn: redis_py.Redis) -> None:
     """Deleting a record whose unique field was corrupted frees the value it held and leaves check() empty."""
     tried("(b) corruption unique field then delete")

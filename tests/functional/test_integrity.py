@@ -696,6 +696,7 @@ def _assert_secret_free(exc: BaseException, *secrets: str) -> None:
     ids=["number-for-text", "bad-json-quoted", "truncated", "raw", "extra-member", "text-for-int",
          "float-for-int", "int-truncated"],
 )
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_a_corrupt_secret_field_never_shows_its_value(conn: redis_py.Redis, field: str, stored: bytes) -> None:
     """A corrupt secret field raises CorruptRecordError whose message, repr and chain never hold the value."""
     vault = Vault.create(owner="ann", token="placeholder", pin=1)

@@ -26,6 +26,7 @@ def _run_examples(path: Path, module_name: str) -> doctest.TestResults:
     return result
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_readme_examples_give_the_output_shown(repocket_connection):
     """Every ``>>>`` example in README.rst prints exactly what the README shows."""
     result = _run_examples(README, "readme")

@@ -395,6 +395,7 @@ def _reject_constant(name: str) -> Any:
 
 
 @given(whole_records)
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_stored_fields_are_json_envelopes_in_spec_order(fields: dict[str, Any]) -> None:
     """Every stored hash field is strict UTF-8 JSON: type, value, module in that order, the value as SPEC §2 says."""
     record = build_sample(fields)

@@ -322,6 +322,7 @@ def test_configure_embedded_with_port_uses_tcp(short_dir: Path, restore_pool: No
         _without_password(server).ping()
 
 
+@pytest.mark.envelope_only  # the bytes of the envelope format
 def test_the_embedded_server_keeps_a_typical_record_compact(
     embedded: Callable[..., RedisServer], short_dir: Path
 ) -> None:

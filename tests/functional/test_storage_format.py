@@ -16,6 +16,8 @@ import redis as redis_py
 
 from repocket import ActiveRecord, attributes
 
+pytestmark = pytest.mark.envelope_only  # SPEC §2's bytes; the plain format's are in test_plain_format.py
+
 MODULE = __name__
 PREFIX_USER = f"repocket:{MODULE}:User"
 HARRY_ID = "970773fa-4de1-11e5-86f4-6c4008a70392"
