@@ -1,9 +1,10 @@
-"""The ``repocket`` command line: ``--version``, ``check``, ``reindex`` and ``server``.
+"""The ``repocket`` command line: ``--version``, ``check``, ``reindex``, ``migrate-format`` and ``server``.
 
 ::
 
     repocket check [--url URL] [--repair] module.Model     # or module:Model
     repocket reindex [--url URL] module.Model
+    repocket migrate-format [--url URL] [--to plain|envelope] module.Model
     repocket server [--path DIR] [--port PORT | --unix-socket PATH]
 
 ``--url`` may come before or after the command; without it, ``$REDIS_URL``,
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 import repocket
-from repocket import errors
+from repocket import errors, formats
 
 if TYPE_CHECKING:
     from repocket.checks import CheckReport
@@ -88,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "reindex", parents=[common], help="build a model's id set and indexes from its records"
     )
     reindex.add_argument("model", help=model_help)
+    migrate = sub.add_parser(
+        "migrate-format", parents=[common],
+        help="rewrite a model's records in its storage format (resumable, idempotent)",
+    )
+    migrate.add_argument("model", help=model_help)
+    migrate.add_argument("--to", choices=sorted(formats.FORMATS), default=None,
+                         help="the format to store (default: the model's Meta.format)")
     server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
     server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
     where = server.add_mutually_exclusive_group()
@@ -110,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = _load_model(args.model)
         if args.command == "reindex":
             return _reindex(model)
+        if args.command == "migrate-format":
+            return _migrate(model, args.to)
         return _check(model, repair=args.repair)
     except (_CliError, errors.RepocketError, redis.RedisError) as exc:
         return _fail(str(exc))
@@ -173,6 +183,14 @@ def _reindex(model: type[repocket.ActiveRecord]) -> int:
     """Run ``reindex()`` with progress on stderr."""
     total = model.objects.reindex(progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
     print(f"indexed {total} {model._meta.label} records")
+    return OK
+
+
+def _migrate(model: type[repocket.ActiveRecord], to: str | None) -> int:
+    """Run ``migrate_format()`` with progress on stderr."""
+    target = to or model._meta.format.name
+    rewritten = model.objects.migrate_format(to, progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
+    print(f"{model._meta.label}: {rewritten} records rewritten; every record is stored in the {target} format")
     return OK
 
 

@@ -2,10 +2,10 @@
 
 A model's keys all start with its prefix, ``repocket:<namespace>:<ModelName>``:
 
-========================================  ============  =============================================
+========================================  ============  ===================================================================
 key                                       type          holds
-========================================  ============  =============================================
-``<prefix>:<uuid>``                       hash          one record, a JSON envelope per attribute
+========================================  ============  ===================================================================
+``<prefix>:<uuid>``                       hash          one record, a field per attribute (``Meta.format``)
 ``<prefix>:<uuid>:field:<name>``          string        a ByteStream attribute's raw bytes
 ``<prefix>:_ids``                         set           the id of every saved record
 ``<prefix>:_eq:<field>:<token>``          set           ids whose indexed ``field`` equals token
@@ -14,7 +14,9 @@ key                                       type          holds
 ``<prefix>:_lex:<field>``                 sorted set    ``value\\x00id`` for Unicode prefix/order
 ``<prefix>:_unique:<field>``              hash          token -> id for ``unique=True`` fields
 ``<prefix>:_lease:<uuid>``                string        a writer's token: its lease on one record
-========================================  ============  =============================================
+``<prefix>:_format``                      string        the storage format ``migrate-format`` last converted every record to
+``<prefix>:_migrating:<format>``          set           ids converted to ``<format>`` by a migration still under way
+========================================  ============  ===================================================================
 
 A lease lives at most 2 seconds (``PX 2000``): a writer whose guard missed
 holds it while it writes again, and deletes it in that write (see
@@ -80,6 +82,16 @@ def unique_key(prefix: str, field: str) -> str:
 def lease_key(prefix: str, pk: uuid.UUID | str) -> str:
     """The string naming the writer that holds a short write lease on one record."""
     return f"{prefix}:_lease:{pk}"
+
+
+def format_key(prefix: str) -> str:
+    """The format every record was last converted to by ``migrate-format`` (absent: never migrated)."""
+    return f"{prefix}:_format"
+
+
+def migrating_key(prefix: str, format_name: str) -> str:
+    """The ids a migration under way has converted to ``format_name``."""
+    return f"{prefix}:_migrating:{format_name}"
 
 
 def escape_glob(text: str) -> str:

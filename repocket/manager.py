@@ -13,8 +13,9 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from repocket import formats
 from repocket.io import clients
-from repocket.plan import audit, select, write
+from repocket.plan import audit, migrate, select, write
 
 if TYPE_CHECKING:
     import redis
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from repocket.aggregates import Aggregate
     from repocket.checks import CheckReport
     from repocket.model import ActiveRecord
+    from repocket.plan.rounds import Plan
     from repocket.query import QuerySet
 
 M = TypeVar("M", bound="ActiveRecord")
@@ -177,6 +179,26 @@ class Manager(Generic[M]):
     async def areindex(self, batch_size: int = 500, progress: Callable[[int, int], None] | None = None) -> int:
         """The async twin of :meth:`reindex`."""
         return await clients.run_async(audit.reindex(self.model, batch_size, progress), self._connection)
+
+    def migrate_format(self, to: str | None = None, batch_size: int = 500,
+                       progress: Callable[[int, int], None] | None = None) -> int:
+        """Rewrite every stored record in the storage format ``to`` (default: the model's ``Meta.format``).
+
+        Values and indexes do not change. Resumable and idempotent (see
+        docs/storage.rst); ``progress(done, total)`` is called after each
+        batch. Returns the number of records rewritten.
+        """
+        return clients.run(self._migrate_plan(to, batch_size, progress), self._connection)
+
+    async def amigrate_format(self, to: str | None = None, batch_size: int = 500,
+                              progress: Callable[[int, int], None] | None = None) -> int:
+        """The async twin of :meth:`migrate_format`."""
+        return await clients.run_async(self._migrate_plan(to, batch_size, progress), self._connection)
+
+    def _migrate_plan(self, to: str | None, batch_size: int, progress: Callable[[int, int], None] | None) -> Plan[int]:
+        meta = self.model._meta
+        target = meta.format if to is None else formats.format_named(to, meta.label)
+        return migrate.migrate_format(meta, target, batch_size, progress)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Compare the id set and every index with the stored records.
