@@ -1,9 +1,10 @@
-"""The hand-written redis-py program repocket is measured against.
+"""The same-layout yardstick: hand-written redis-py keeping repocket's own layout.
 
 It does what a careful programmer would write by hand to store the benchmark's
 ``Person`` records with the *same layout as repocket*, byte for byte (the
-benchmark checks this before timing anything, see ``verify_same_layout`` in
-``benchmarks.__main__``):
+benchmark checks this before timing anything, see ``verify_layouts`` in
+``benchmarks.__main__``); :mod:`benchmarks.minimal` is the other yardstick, the
+simplest layout:
 
 * one hash per record, ``<prefix>:<uuid>``, one JSON envelope per field
   (``{"type": "Unicode", "value": "Ada", "module": "repocket.attributes"}``),
@@ -27,7 +28,8 @@ Pipelines where a careful programmer uses them:
   pipeline of HGETALL; every field is decoded into a Python value with orjson
   (the id into a ``uuid.UUID``), giving one dict per record;
 * a bulk delete reads only the indexed fields (HMGET) it needs to remove the
-  index entries.
+  index entries; a delete one by one has the record in hand (its id and values,
+  as a repocket instance does) and is one MULTI/EXEC of DEL, SREM and ZREM.
 
 What the hand-written code does *not* do, and repocket does, is part of the
 price being measured: type checks of every key touched, guards against
@@ -100,6 +102,17 @@ class Layout:
             pipe.sadd(f"{p}:_eq:{field}:{value}", pk)
             pipe.zadd(f"{p}:_sort:{field}", {pk: value})
 
+    def _queue_delete(self, pipe: Any, pk: str, values: dict[str, Any]) -> None:
+        p = self.prefix
+        pipe.delete(f"{p}:{pk}")
+        pipe.srem(self.ids_key, pk)
+        for name in LEX_FIELDS:
+            pipe.srem(f"{p}:_eq:{name}:{values[name]}", pk)
+            pipe.zrem(f"{p}:_lex:{name}", f"{values[name]}\x00{pk}")
+        for name in SORT_FIELDS:
+            pipe.srem(f"{p}:_eq:{name}:{values[name]}", pk)
+            pipe.zrem(f"{p}:_sort:{name}", pk)
+
     @staticmethod
     def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
         """A record's Python values from its hash (envelopes parsed by orjson)."""
@@ -137,6 +150,12 @@ class HandWritten(Layout):
             pipe.execute()
         return ids
 
+    def delete(self, pk: str, values: dict[str, Any]) -> int:
+        """Delete one record whose indexed ``values`` are known, in one MULTI/EXEC round trip."""
+        pipe = self.r.pipeline()
+        self._queue_delete(pipe, pk, values)
+        return int(pipe.execute()[0])
+
     def delete_where(self, field: str, value: Any) -> int:
         """Delete the records whose indexed ``field`` equals ``value``, with their index entries."""
         p = self.prefix
@@ -151,15 +170,7 @@ class HandWritten(Layout):
             for pk, raw in zip(ids[start:start + self.batch_size], stored[start:start + self.batch_size]):
                 if raw[0] is None:
                     continue
-                values = dict(zip(INDEXED, (_loads(r)["value"] for r in raw)))
-                pipe.delete(f"{p}:{pk}")
-                pipe.srem(self.ids_key, pk)
-                for name in LEX_FIELDS:
-                    pipe.srem(f"{p}:_eq:{name}:{values[name]}", pk)
-                    pipe.zrem(f"{p}:_lex:{name}", f"{values[name]}\x00{pk}")
-                for name in SORT_FIELDS:
-                    pipe.srem(f"{p}:_eq:{name}:{values[name]}", pk)
-                    pipe.zrem(f"{p}:_sort:{name}", pk)
+                self._queue_delete(pipe, pk, dict(zip(INDEXED, (_loads(r)["value"] for r in raw))))
             replies = pipe.execute()
             deleted += sum(replies[::2 + 2 * len(LEX_FIELDS) + 2 * len(SORT_FIELDS)])
         return deleted

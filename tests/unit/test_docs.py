@@ -17,6 +17,7 @@ import pytest
 from docutils import nodes
 
 import benchmarks.__main__ as bench
+from benchmarks import memory, scale
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -201,30 +202,31 @@ def test_issue_pattern_ignores_other_numbers(text: str) -> None:
 
 # -- the results ``make bench`` writes into the performance page ---------------------------
 
-#: Fields of :data:`benchmarks.__main__.RESULTS` that hold several lines.
-BLOCK_FIELDS = {"table", "verdict", "growth"}
 #: The rows a run at two sizes adds, in the benchmark's order (invented numbers).
 SAMPLE = [
     ("bulk create", True), ("get by id", True), ("count", True), ("filter (~25%)", True),
     ("filter + order_by", True), ("range filter (~10%)", True), ("filter (100 results)", False),
-    ("filter + order_by (100 results)", False), ("create one by one", True), ("delete (bulk)", True),
-    ("async get by id", True), ("async indexed filter", True), ("async create one by one", True),
+    ("filter + order_by (100 results)", False), ("create one by one", True), ("delete one by one", True),
+    ("delete (bulk)", True), ("async get by id", True), ("async indexed filter", True),
+    ("async create one by one", True),
 ]  # fmt: skip
+#: The write operations whose server time a run reads, in the benchmark's order.
+WRITES = ("bulk create", "create one by one", "delete one by one", "delete (bulk)", "async create one by one")
 
 
-def _results_of(page: str) -> str:
-    """The text between the page's results markers."""
+def _results_of(page: str, begin: str = bench.BEGIN, end: str = bench.END) -> str:
+    """The text between the page's ``begin`` and ``end`` markers."""
     lines = page.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(bench.BEGIN))
-    end = lines.index(bench.END, start)
-    return "\n".join(lines[start + 1 : end]).strip()
+    start = next(i for i, line in enumerate(lines) if line.startswith(begin))
+    stop = lines.index(end, start)
+    return "\n".join(lines[start + 1 : stop]).strip()
 
 
-def _template() -> re.Pattern[str]:
-    """:data:`~benchmarks.__main__.RESULTS` as a pattern: its text, with any value in each field."""
-    parts = re.split(r"\{(\w+)\}", bench.RESULTS.strip())
+def _template(template: str = bench.RESULTS, blocks: tuple[str, ...] = bench.BLOCK_FIELDS) -> re.Pattern[str]:
+    """``template`` as a pattern: its text, with any value in each field (``blocks`` hold several lines)."""
+    parts = re.split(r"\{(\w+)\}", template.strip())
     return re.compile("".join(
-        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" if part in BLOCK_FIELDS else f"(?P<{part}>[^\n]+)"
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" if part in blocks else f"(?P<{part}>[^\n]+)"
         for i, part in enumerate(parts)
     ), re.DOTALL)  # fmt: skip
 
@@ -247,23 +249,47 @@ def _shape(text: str) -> list[list[str]]:
     return [table[0] + [row[0] for row in table[1:]] for table in _tables(text)]
 
 
-def _sample(sizes: tuple[int, ...]) -> tuple[list[bench.Row], bench.Fixed]:
-    """Rows and fixed-size filter times as a run at ``sizes`` collects them (made-up numbers)."""
+def _memory_report() -> memory.MemoryReport:
+    """A memory report as a run makes it (made-up numbers; layout (d) misses its target)."""
+    per_record = {"a": 550.0, "b": 800.0, "c": 1300.0, "d": 1310.0, "e": 850.0}
+    layouts = {
+        config: {
+            key: memory.LayoutMemory(label, per_record[key], 300, "ziplist", {"ids": 72.0, "house": 207.0, "age": 208.0})
+            for key, label in memory.LAYOUTS.items()
+        }
+        for config in ("embedded", "default")
+    }
+    return memory.MemoryReport(2000, {"embedded": 256, "default": 64}, layouts, ["(e) also keeps the hash field id"])
+
+
+def _sample(sizes: tuple[int, ...]) -> tuple[list[bench.Row], bench.Fixed, list[bench.ServerRow]]:
+    """Rows, fixed-size filter times and server rows as a run at ``sizes`` collects them (made-up numbers)."""
     rows: list[bench.Row] = []
     fixed: bench.Fixed = {}
+    server: list[bench.ServerRow] = []
     for n in sizes:
         for k, (operation, on_page) in enumerate(SAMPLE):
-            result = bench.Result(1 + k / 10, 1.0, [1.2], [], [])  # ratio 1.0, 1.1, ...; paired 1.2
-            big = operation == "create one by one" and n > 10_000
+            # ratio 1.0, 1.1, ... to both baselines; paired 1.2 to the minimal one, 1.1 to the same layout
+            result = bench.Result({"rp": 1 + k / 10, "mn": 1.0, "hw": 1.0}, {"mn": [1.2], "hw": [1.1]})
+            big = operation in ("create one by one", "async create one by one") and n > 10_000
             note = f"10,000 creates into a model of {n:,}" if big else ""
             rows.append(bench.Row(operation, n, "record", result, note, on_page))
         for name in ("filter", "filter + order_by"):
-            fixed.setdefault(name, {})[n] = (1e-3 * n**0.1, 1e-3 * n**0.05)
-    return rows, fixed
+            fixed.setdefault(name, {})[n] = {"rp": 1e-3 * n**0.1, "mn": 1e-3 * n**0.02, "hw": 1e-3 * n**0.05}
+        for operation in WRITES:
+            server.append(bench.ServerRow(operation, n, {"rp": 500, "mn": 500, "hw": 500},
+                                          {"rp": 500, "mn": 500, "hw": 500}, {"rp": 60_000, "mn": 12_000, "hw": 20_000}))
+    return rows, fixed, server
 
 
 INFO = bench.RunInfo("2030-01-02 03:04 UTC", "Some CPU, 2 CPUs (Linux x86_64)", "CPython 3.12.1", "7.2.4",
                      "0.50 at the start, 0.70 at the end")  # fmt: skip
+#: The tables of a run at two sizes: two of ratios, the growth, the server time, two of memory.
+RESULT_TABLES = 6
+
+
+def _render(sizes: tuple[int, ...]) -> str:
+    return bench.render_results(INFO, *_sample(sizes), _memory_report())
 
 
 def test_performance_page_has_the_structure_the_benchmark_writes() -> None:
@@ -271,13 +297,13 @@ def test_performance_page_has_the_structure_the_benchmark_writes() -> None:
     results = _results_of(PERFORMANCE.read_text(encoding="utf-8"))
     match = _template().fullmatch(results)
     assert match is not None, "the results on the page do not follow benchmarks.__main__.RESULTS"
-    assert len(_tables(results)) == 2
+    assert len(_tables(results)) == RESULT_TABLES
 
 
 def test_write_results_replaces_only_the_results() -> None:
     """A run's results replace the page's, in the same structure and with no placeholder left."""
     page = PERFORMANCE.read_text(encoding="utf-8")
-    results = bench.render_results(INFO, *_sample((10_000, 100_000)))
+    results = _render((10_000, 100_000))
     written = bench.write_results(page, results)
     before, after = page.split(bench.BEGIN)[0], page.split(bench.END)[1]
     assert written.startswith(before) and written.endswith(after)
@@ -286,23 +312,57 @@ def test_write_results_replaces_only_the_results() -> None:
     match = _template().fullmatch(results)
     assert match is not None
     assert match["date"] == INFO.date and match["load"] == INFO.load
-    assert re.search(
-        r"^delete \(bulk\) +1\.90 \(1\.20\) +1\.90 \(1\.20\) +—$", match["table"], re.M
-    )
-    verdict = " ".join(match["verdict"].split())
-    assert verdict.startswith("Create one by one at N = 100,000: 10,000 creates")
-    assert "create one by one at N = 10,000 (1.80, target ≤1.3)" in verdict
+    # (the paired ratios tell the tables apart: 1.20 against the minimal program, 1.10 against the same layout)
+    # no target against the minimal program for a bulk delete; 1.15 against the same layout everywhere
+    assert re.search(r"^delete \(bulk\) +2\.00 \(1\.20\) +2\.00 \(1\.20\) +—$", results, re.M)
+    assert re.search(r"^delete \(bulk\) +2\.00 \(1\.10\) +2\.00 \(1\.10\) +≤1\.15$", results, re.M)
+    assert re.search(r"^delete one by one +1\.90 \(1\.20\) +1\.90 \(1\.20\) +≤1\.2$", results, re.M)
+    assert results.index("(1.20)") < results.index("(1.10)")  # the minimal program's table first
+    assert match["verdict"].startswith("Create one by one at N = 100,000: 10,000 creates")
+    verdict = " ".join(results.split())
+    # one bullet per missed target, the minimal program's first
+    assert "\n\nMissed targets:\n\n- create one by one at N = 10,000 against the minimal program" in results
+    assert "\n- count at N = 10,000 against the same-layout program (1.20, target ≤1.15)\n" in results
+    assert "\n- get by id at N = 10,000 against the same-layout" not in results  # 1.10: met
+    assert "create one by one at N = 10,000 against the minimal program (1.80, target ≤1.25)" in verdict
+    assert "count at N = 10,000 against the same-layout program (1.20, target ≤1.15)" in verdict
+    assert "bulk create at N" not in verdict  # 1.00: met against both
     assert "fixed-size filter from N = 10,000 to N = 100,000 (1.26, target ≤1.2)" in verdict
+    assert "the memory of repocket, envelope on the embedded configuration (1.64× layout (b), target ≤1.5)" in verdict
+    assert re.search(r"^filter +1\.26 +1\.05 +1\.12 +≤1\.2$", results, re.M)  # growth: repocket, minimal, same
+    assert re.search(r"^bulk create +100,000 +1\.000 +120\.0 +120\.0 +24\.0 +40\.0$", results, re.M)
+    assert re.search(r"^repocket, plain \(e\) +850 +1\.06 .* ≤1\.15$", results, re.M)
+    assert results.index("Growth") < results.index("commandstats") < results.index("Memory per record")
     assert _shape(results) == _shape(_results_of(page))
     assert bench.write_results(written, results) == written  # a second run rewrites the same lines
 
 
 def test_results_of_one_size_have_no_growth_table() -> None:
-    """After a run at one size there is one table and no growth, and still no placeholder."""
-    results = bench.render_results(INFO, *_sample((1_000,)))
-    assert len(_tables(results)) == 1
+    """After a run at one size there is no growth table, and still no placeholder."""
+    results = _render((1_000,))
+    assert len(_tables(results)) == RESULT_TABLES - 1
     assert "Growth" not in results and "\n\n\n" not in results
     assert find_placeholders(results) == []
+
+
+def test_results_without_memory_or_server_time() -> None:
+    """A run that measured neither memory nor server time leaves no empty section behind."""
+    rows, fixed, _ = _sample((1_000,))
+    results = bench.render_results(INFO, rows, fixed)
+    assert len(_tables(results)) == 2
+    assert "Memory" not in results and "commandstats" not in results and "\n\n\n" not in results
+
+
+def test_memory_layout_n_a_when_plain_format_is_missing() -> None:
+    """Layout (e) shows n/a, with the reason, when this repocket has no plain format."""
+    report = _memory_report()
+    for config in report.layouts.values():
+        config["e"] = memory.LayoutMemory(memory.LAYOUTS["e"], note="no Meta.format in this repocket")
+    text = memory.memory_page(report)
+    assert re.search(r"^repocket, plain \(e\) +n/a +n/a", text, re.M)
+    assert "no Meta.format in this repocket" in text
+    assert not any("plain" in missed for missed in report.missed())
+    assert "n/a" in memory.memory_table(report)
 
 
 def test_write_results_needs_both_markers() -> None:
@@ -311,3 +371,70 @@ def test_write_results_needs_both_markers() -> None:
         bench.write_results("Performance\n===========\n\n{body}\n", "results")
     with pytest.raises(ValueError, match="end results"):
         bench.write_results(f"{bench.BEGIN_LINE}\n\nold\n", "results")
+
+
+# -- the scale results ``make bench-scale`` writes into the performance page ----------------
+
+
+def _scale_report(sizes: tuple[int, ...] = scale.SIZES) -> scale.ScaleReport:
+    """A scale report as a run makes it (made-up numbers: repocket's times grow as N**0.05)."""
+    labels = {query.label: query.full for query in scale.queries()}
+    sides = {}
+    for side, power in (("rp", 0.05), ("mn", 0.5)):
+        run = scale.SideRun()
+        for label, full in labels.items():
+            run.times[label] = {n: 1e-3 * n**power for n in sizes}
+            # the page at offset 1,000 of the 1% filter is full from 110,000 records on
+            short = "[1000:1100]" in label and "age=7" in label
+            run.sizes[label] = {n: None if full is None else 0 if short and n < 110_000 else full for n in sizes}
+        run.memory = dict.fromkeys(sizes, 1500.0)
+        run.load = dict.fromkeys(sizes, 150.0)
+        sides[side] = run
+    return scale.ScaleReport(list(sizes), 5, 64, labels, sides)
+
+
+def test_performance_page_has_the_scale_structure() -> None:
+    """The checked-in scale results are ``SCALE`` filled in, with valid tables of the default sizes."""
+    text = _results_of(PERFORMANCE.read_text(encoding="utf-8"), scale.BEGIN, scale.END)
+    assert _template(scale.SCALE, scale.BLOCK_FIELDS).fullmatch(text) is not None, (
+        "the scale results on the page do not follow benchmarks.scale.SCALE"
+    )
+    assert _shape(text) == _shape(scale.render_scale(INFO, _scale_report()))
+
+
+def test_write_scale_replaces_only_the_scale_results() -> None:
+    """A scale run's results replace the page's, and nothing else (the bench's results stay)."""
+    page = PERFORMANCE.read_text(encoding="utf-8")
+    text = scale.render_scale(INFO, _scale_report())
+    written = scale.write_scale(page, text)
+    assert written.startswith(page.split(scale.BEGIN)[0]) and written.endswith(page.split(scale.END)[1])
+    assert _results_of(written, scale.BEGIN, scale.END) == text
+    assert _results_of(written) == _results_of(page)
+    assert find_placeholders(written) == []
+    match = _template(scale.SCALE, scale.BLOCK_FIELDS).fullmatch(text)
+    assert match is not None and match["date"] == INFO.date
+    growth = f"{1_000_000**0.05 / 10_000**0.05:.2f}"  # 1.26
+    assert re.search(rf"^``filter\(tag='t7'\)`` +1\.58 .* {growth} +≤1\.3$", match["repocket"], re.M)
+    assert re.search(r"^``filter\(age=7\)\.order_by\('name'\)\[1000:1100\]`` +1\.58 \[0\] .* —", match["repocket"], re.M)
+    assert "Every growth target was met." in match["verdict"]
+    assert scale.write_scale(written, text) == written
+
+
+def test_scale_growth_uses_the_sizes_with_full_results() -> None:
+    """A page that is empty at the small sizes is measured between the sizes where it is full."""
+    report = _scale_report((10_000, 200_000, 1_000_000))
+    label = "filter(age=7).order_by('name')[1000:1100]"
+    ratio, small, large = report.growth("rp", label)
+    assert (small, large) == (200_000, 1_000_000) and ratio == pytest.approx(5**0.05)
+    assert report.growth_cell("rp", label) == f"{5**0.05:.2f} (200,000 → 1,000,000)"
+    slow = _scale_report()
+    slow.sides["rp"].times["filter(tag='t7')"][1_000_000] = 1.0
+    assert any(missed.startswith("``filter(tag='t7')`` from N = 10,000") for missed in slow.missed())
+
+
+def test_write_scale_needs_both_markers() -> None:
+    """A page without the scale markers is refused, not overwritten."""
+    with pytest.raises(ValueError, match="begin scale"):
+        scale.write_scale("Performance\n===========\n", "results")
+    with pytest.raises(ValueError, match="end scale"):
+        scale.write_scale(f"{scale.BEGIN_LINE}\n\nold\n", "results")
