@@ -23,8 +23,7 @@ each of these layouts, by pipelines or ``bulk_create`` of 500 records:
 (c) the same-layout program: (b) with repocket's JSON envelopes in the hash, and
     the ``id`` field;
 (d) repocket, default (envelope) format;
-(e) repocket with ``class Meta: format = "plain"``; "n/a" when this repocket has
-    no such option.
+(e) repocket with ``class Meta: format = "plain"``.
 
 Before anything is measured the benchmark checks that (c) wrote exactly the keys
 and bytes (d) wrote, and that (b) wrote the index keys (d) wrote and the hashes
@@ -60,7 +59,6 @@ import redis
 
 from benchmarks.common import rst_table, settled_memory, snapshot
 from repocket import ActiveRecord, attributes, serialization
-from repocket.errors import RepocketActiveRecordDefinitionError
 from repocket.server import EMBEDDED_HASH_MAX_VALUE, RedisServer
 
 __all__ = ["LAYOUTS", "RECORDS", "TARGETS", "LayoutMemory", "MemoryReport", "measure_memory"]
@@ -89,47 +87,27 @@ LAYOUTS = {
 TARGETS = {"d": (1.5, ("embedded",)), "e": (1.15, ("embedded", "default"))}
 
 
-class Student(ActiveRecord):
-    """The memory benchmark's record (envelope format)."""
+def _student(prefix_namespace: str, storage: str) -> type[ActiveRecord]:
+    """The memory benchmark's record, under ``prefix_namespace``, stored in the format ``storage``."""
 
-    class Meta:
-        namespace = ENVELOPE_NAMESPACE
+    class Student(ActiveRecord):
+        class Meta:
+            namespace = prefix_namespace
+            format = storage
 
-    name = attributes.Unicode()
-    house = attributes.Unicode(index=True)
-    age = attributes.Integer(index=True)
-    bio = attributes.Unicode()
-    score = attributes.Float()
-    tag = attributes.Unicode()
+        name = attributes.Unicode()
+        house = attributes.Unicode(index=True)
+        age = attributes.Integer(index=True)
+        bio = attributes.Unicode()
+        score = attributes.Float()
+        tag = attributes.Unicode()
+
+    return Student
 
 
-_PLAIN: list[Any] = []
-
-
-def plain_model() -> tuple[type[ActiveRecord] | None, str]:
-    """``Student`` with ``Meta.format = "plain"``, or None and why this repocket has none."""
-    if not _PLAIN:
-        try:
-            class Student(ActiveRecord):  # noqa: D106 - the same model, plain format
-                class Meta:
-                    namespace = PLAIN_NAMESPACE
-                    format = "plain"
-
-                name = attributes.Unicode()
-                house = attributes.Unicode(index=True)
-                age = attributes.Integer(index=True)
-                bio = attributes.Unicode()
-                score = attributes.Float()
-                tag = attributes.Unicode()
-        except RepocketActiveRecordDefinitionError as error:
-            _PLAIN.extend([None, f"no Meta.format in this repocket ({error})"])
-        else:
-            fmt = getattr(getattr(Student._meta, "format", None), "name", None)
-            if fmt == "plain":
-                _PLAIN.extend([Student, ""])
-            else:
-                _PLAIN.extend([None, "Meta.format is accepted but not used"])
-    return _PLAIN[0], _PLAIN[1]
+#: (d) and (e): the same model in the envelope and the plain format.
+Student = _student(ENVELOPE_NAMESPACE, "envelope")
+PlainStudent = _student(PLAIN_NAMESPACE, "plain")
 
 
 def make_rows(n: int, seed: int = 11) -> tuple[list[str], list[dict[str, Any]]]:
@@ -229,14 +207,13 @@ class LayoutMemory:
     """What one layout takes on one server."""
 
     layout: str
-    #: Bytes per record (None: not measured, see ``note``).
-    per_record: float | None = None
+    #: Bytes per record.
+    per_record: float
     #: ``MEMORY USAGE`` of one record hash, and its ``OBJECT ENCODING``.
     record: int | None = None
     encoding: str = ""
     #: ``MEMORY USAGE`` of each index's keys per record: "ids", "house", "age".
     index: dict[str, float] = field(default_factory=dict)
-    note: str = ""
 
 
 @dataclass
@@ -254,7 +231,7 @@ class MemoryReport:
     def ratio(self, config: str, layout: str) -> float | None:
         """Bytes per record of ``layout`` / those of layout (b)."""
         ours, base = self.layouts[config][layout].per_record, self.layouts[config]["b"].per_record
-        return None if ours is None or not base else ours / base
+        return ours / base if base else None
 
     def missed(self) -> list[str]:
         """The memory targets missed, as phrases."""
@@ -329,47 +306,30 @@ def measure_config(server_url: str, config: str, ids: Sequence[str], rows: Seque
     writer = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(server_url, max_connections=1))
     try:
         hash_max = int(conn.config_get("hash-max-ziplist-value")["hash-max-ziplist-value"])
-        plain, why = plain_model()
         prefix = Student._meta.prefix
         writers: dict[str, tuple[str, Any]] = {
             "a": (prefix, write_minimal),
             "b": (prefix, write_plain_indexed),
             "c": (prefix, write_same_layout),
             "d": (prefix, write_model(Student)),
+            "e": (PlainStudent._meta.prefix, write_model(PlainStudent)),
         }
-        if plain is not None:
-            writers["e"] = (plain._meta.prefix, write_model(plain))
         # load the scripts first: the script cache survives FLUSHALL and is not the records' memory
         warm_ids, warm_rows = make_rows(1, seed=12)
-        for model in (Student, plain):
-            if model is not None:
-                try:
-                    write_model(model)(writer, model._meta.prefix, warm_ids, warm_rows)
-                except Exception as error:  # noqa: BLE001 - a format being written right now
-                    if model is Student:
-                        raise
-                    writers.pop("e")
-                    why = f"writing failed: {type(error).__name__}: {error}"
+        for model in (Student, PlainStudent):
+            write_model(model)(writer, model._meta.prefix, warm_ids, warm_rows)
         out: dict[str, LayoutMemory] = {}
         snaps: dict[str, dict[bytes, Any]] = {}
         for layout, (layout_prefix, write) in writers.items():
             conn.flushall()
             before = settled_memory(conn, writer)
-            try:
-                write(writer, layout_prefix, ids, rows)
-            except Exception as error:  # noqa: BLE001 - only (e) may fail: a format being written
-                if layout != "e":
-                    raise
-                out[layout] = LayoutMemory(LAYOUTS[layout], note=f"writing failed: {type(error).__name__}: {error}")
-                continue
+            write(writer, layout_prefix, ids, rows)
             after = settled_memory(conn, writer)
             record, encoding, index = _usage(conn, layout_prefix, len(ids), ids[0])
             out[layout] = LayoutMemory(LAYOUTS[layout], (after - before) / len(ids), record, encoding, index)
             if check:
                 snaps[layout] = snapshot(conn, layout_prefix)
             log(f"  memory, {config} configuration: {LAYOUTS[layout]}: {out[layout].per_record:.0f} B per record")
-        if "e" not in out:
-            out["e"] = LayoutMemory(LAYOUTS["e"], note=why)
         conn.flushall()
         notes = _check_layouts(snaps) if check else []
         return out, notes, hash_max
@@ -402,8 +362,6 @@ def measure_memory(log: Callable[[str], None], records: int = RECORDS) -> Memory
 
 def _cells(report: MemoryReport, config: str, layout: str) -> list[str]:
     item = report.layouts[config][layout]
-    if item.per_record is None:
-        return ["n/a"] * 7
     ratio = report.ratio(config, layout)
     return [
         f"{item.per_record:.0f}",
@@ -437,10 +395,6 @@ def memory_table(report: MemoryReport) -> str:
             f" {'ids':>4} {'house':>5} {'age':>4}  target",
         ]
         for layout, label in LAYOUTS.items():
-            item = report.layouts[config][layout]
-            if item.per_record is None:
-                lines.append(f"  {label:<32} {'n/a':>8}  ({item.note})")
-                continue
             c = _cells(report, config, layout)
             lines.append(f"  {label:<32} {c[0]:>8} {c[1]:>5} {c[2]:>5}  {c[3]:<10} {c[4]:>4} {c[5]:>5} {c[6]:>4}"
                          f"  {_verdict(report, config, layout)}".rstrip())
@@ -470,8 +424,6 @@ def memory_page(report: MemoryReport | None) -> str:
                           f"≤{target}" if target is not None and config in configs else "—"])
         parts.append(f"With ``hash-max-ziplist-value {hash_max}`` ({config} configuration):")
         parts.append(rst_table(table))
-    notes = [item.note for item in report.layouts[next(iter(report.layouts))].values() if item.note]
-    notes += report.notes
-    if notes:
-        parts.append(fill("Notes: " + "; ".join(notes) + "."))
+    if report.notes:
+        parts.append(fill("Notes: " + "; ".join(report.notes) + "."))
     return "\n\n".join(parts)

@@ -353,18 +353,6 @@ def test_results_without_memory_or_server_time() -> None:
     assert "Memory" not in results and "commandstats" not in results and "\n\n\n" not in results
 
 
-def test_memory_layout_n_a_when_plain_format_is_missing() -> None:
-    """Layout (e) shows n/a, with the reason, when this repocket has no plain format."""
-    report = _memory_report()
-    for config in report.layouts.values():
-        config["e"] = memory.LayoutMemory(memory.LAYOUTS["e"], note="no Meta.format in this repocket")
-    text = memory.memory_page(report)
-    assert re.search(r"^repocket, plain \(e\) +n/a +n/a", text, re.M)
-    assert "no Meta.format in this repocket" in text
-    assert not any("plain" in missed for missed in report.missed())
-    assert "n/a" in memory.memory_table(report)
-
-
 def test_write_results_needs_both_markers() -> None:
     """A page without the results markers is refused, not overwritten."""
     with pytest.raises(ValueError, match="begin results"):
