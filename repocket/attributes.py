@@ -317,8 +317,12 @@ class Attribute(Generic[T]):
         raise NotImplementedError
 
     def from_plain(self, raw: bytes) -> T:
-        """The value of a plain-format hash field; ValueError, TypeError or UnicodeError when it is not one."""
-        return self._decode(raw.decode("utf-8"), {})
+        """The value of a plain-format hash field; ValueError, TypeError or UnicodeError when it is not one.
+
+        ``str(raw, "utf-8")`` raises TypeError for text (a client that decodes
+        responses), so the caller takes its checking path, as for an envelope.
+        """
+        return self._decode(str(raw, "utf-8"), {})
 
     def plain_absent(self) -> Any:
         """What a plain-format field that is absent reads as: None when null is allowed, else the default.
@@ -404,7 +408,7 @@ class Unicode(Attribute[str]):
         return value.encode("utf-8")  # type: ignore[no-any-return]
 
     def from_plain(self, raw: bytes) -> str:
-        return raw.decode("utf-8")
+        return str(raw, "utf-8")
 
     def index_token(self, value: Any) -> str:
         return str(value)

@@ -318,3 +318,17 @@ def test_the_cli_migrates_a_model(redis_url: str, tmp_path: Any, redis: redis_py
     assert done.returncode == 0, done.stderr
     assert "1 records rewritten" in done.stdout and "plain format" in done.stdout
     assert redis.hgetall(key) == {b"id": pk.encode(), b"text": b"hello"}
+
+
+def test_a_client_that_decodes_responses_reads_plain_records(redis_url: str) -> None:
+    owner = Owner.create(name="A")
+    values = {"text": "hé", "ref": uuid.uuid4(), "when": dt.datetime(2020, 1, 1), "amount": decimal.Decimal("1.5"),
+              "number": 3, "ratio": 0.5, "token": "t"}
+    record = Plain.create(owner=owner, **values)
+    decoding = redis_py.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        loaded = Plain.objects.using(decoding).get(pk=record.pk)
+    finally:
+        decoding.close()
+    assert {name: getattr(loaded, name) for name in values} == values
+    assert loaded.owner.pk == owner.pk
