@@ -77,8 +77,8 @@ def _convert(meta: ModelOptions, ids: list[str], base: Format, target: Format, o
     if not todo:
         return 0
     fetched = yield from load.fetch([(meta, meta.key(pk)) for pk, _ in todo], None)
-    jobs = [WriteJob(_converter(meta, pk, source, target, done_key, other_key), raw[0] if raw else None)
-            for (pk, source), raw in zip(todo, fetched) if raw is not None]
+    jobs = [WriteJob(_converter(meta, pk, source, target, done_key, other_key), raw[0])
+            for (pk, source), raw in zip(todo, fetched) if raw is not None]  # (None: deleted meanwhile)
     yield from run_writes(meta, jobs)
     return len(jobs)
 
