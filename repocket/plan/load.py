@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from repocket.model import ActiveRecord
     from repocket.options import ModelOptions
 
-__all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "load", "resolve_pointers"]
+__all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "load", "resolve_pointers", "stored_value"]
 
 #: What a ``_version`` counter holds: a plain non-negative integer (checked against int64 too).
 _VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
@@ -56,6 +56,12 @@ def decode_field(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, 
     if problem is not None:
         _raise_alone(_corrupt(key, name, problem))
     return value
+
+
+def stored_value(meta: ModelOptions, attr: Attribute[Any], key: str, name: str, raw: bytes | str | None) -> Any:
+    """:func:`decode_field` of one field read alone (HGET, HMGET); a missing field (None) reads as
+    the format says: None in the plain format where null is allowed, else the default."""
+    return meta.format.absent(attr) if raw is None else decode_field(meta, attr, key, name, raw)
 
 
 def _raise_alone(exc: BaseException) -> NoReturn:

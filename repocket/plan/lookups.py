@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXACT_OPS", "EXACT_SCORE_LIMITS", "LOOKUPS", "Lookup", "counted_by_index", "exact_index", "index_read", "members",
-    "token",
+    "record_id", "set_keys", "token",
 ]
 
 
@@ -200,6 +200,11 @@ def members(reply: Any) -> set[str]:
     return {m.decode() for m in reply if _CANONICAL_ID.fullmatch(m)}
 
 
+def record_id(member: bytes) -> bool:
+    """Whether an index member is a record's id (a canonical UUID), as :func:`members` keeps them."""
+    return _CANONICAL_ID.fullmatch(member) is not None
+
+
 def _lex_ids(reply: Any) -> set[str]:
     return members(indexes.lex_member_id(m) for m in reply)
 
@@ -211,18 +216,13 @@ def index_read(meta: ModelOptions, lookup: Lookup) -> tuple[Command, Callable[[A
     if not attr.index or lookup.sub is not None:
         return None
     prefix, field = meta.prefix, lookup.field
-
-    def eq_key(v: Any) -> str:
-        return keys.null_index_key(prefix, field) if v is None else keys.eq_index_key(prefix, field, token(attr, v))
-
-    if op == "exact":
-        return command("SMEMBERS", eq_key(value)), members
-    if op == "in":
-        if not value:
+    sets = set_keys(meta, lookup)
+    if sets is not None and op == "in":
+        if not sets:
             return command("ECHO", b"", key=""), lambda reply: set()
-        return command("SUNION", *[eq_key(v) for v in value], key=keys.eq_index_key(prefix, field, "*")), members
-    if op == "isnull" and value:
-        return command("SMEMBERS", keys.null_index_key(prefix, field)), members
+        return command("SUNION", *sets, key=keys.eq_index_key(prefix, field, "*")), members
+    if sets is not None:
+        return command("SMEMBERS", sets[0]), members
     if op in ("gt", "gte", "lt", "lte", "range") and indexes.is_ordered(attr):
         low: str | None = "-inf"
         high: str | None = "+inf"
@@ -239,6 +239,30 @@ def index_read(meta: ModelOptions, lookup: Lookup) -> tuple[Command, Callable[[A
     if op == "startswith" and indexes.is_lex(attr):
         start = b"[" + value.encode("utf-8")
         return command("ZRANGEBYLEX", keys.lex_index_key(prefix, field), start, start + b"\xff"), _lex_ids
+    return None
+
+
+def set_keys(meta: ModelOptions, lookup: Lookup) -> list[str] | None:
+    """The index sets whose union holds exactly the records matching ``lookup``, or None.
+
+    ``exact`` and ``isnull=True`` have one set (the value's equality set, or
+    the None set), ``in`` one per distinct value (none for an empty list).
+    Other lookups, Pointer traversals and unindexed fields have none.
+    """
+    attr, op, value = lookup.attr, lookup.op, lookup.value
+    if not attr.index or lookup.sub is not None:
+        return None
+    prefix, field = meta.prefix, lookup.field
+
+    def eq_key(v: Any) -> str:
+        return keys.null_index_key(prefix, field) if v is None else keys.eq_index_key(prefix, field, token(attr, v))
+
+    if op == "exact":
+        return [eq_key(value)]
+    if op == "in":
+        return list(dict.fromkeys(eq_key(v) for v in value))
+    if op == "isnull" and value:
+        return [keys.null_index_key(prefix, field)]
     return None
 
 

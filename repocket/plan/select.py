@@ -21,6 +21,7 @@ import datetime
 import decimal
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from repocket import aggregates, attributes, errors, indexes, keys
@@ -33,6 +34,8 @@ from repocket.plan.lookups import (
     exact_index,
     index_read,
     members,
+    record_id,
+    set_keys,
     token,
 )
 from repocket.plan.rounds import Command, Emit, Pipeline, Plan, command, one
@@ -207,18 +210,16 @@ def ordered_ids(q: Query, ids: list[str] | None,
     Returns ``(ids, windowed)``: when ``windowed``, the ids are exactly the
     query's slice; otherwise every candidate in order. None when the index
     cannot give the true order (scores past 2**53, Unicode values with NUL).
+    A slice with an end whose lookups the index answers exactly is served by
+    :func:`ordered_page` instead, at the page's cost.
     """
     meta = q.model._meta
     descending = q._order[0].startswith("-")
     lex = indexes.is_lex(attr)
     index_key = (keys.lex_index_key if lex else keys.sorted_index_key)(meta.prefix, attr.name)
     null_key = keys.null_index_key(meta.prefix, attr.name)
-    limit = EXACT_SCORE_LIMITS.get(type(attr), math.inf)
+    limit = _score_limit(attr)
     sliced = bool(q._low) or q._high is not None
-    if lex and sliced and ids is not None:
-        page = yield from lex_page(q, ids, attr, index_key, null_key, descending)
-        if page is not None:
-            return page
     if not lex and sliced and ids is not None:
         return (yield from order_candidates(meta, ids, index_key, null_key, limit, descending))
     if not lex and sliced:
@@ -242,85 +243,17 @@ def ordered_ids(q: Query, ids: list[str] | None,
     return _arrange(ranked, members(replies[1]), universe, descending), False
 
 
-def lex_page(q: Query, ids: list[str], attr: attributes.Attribute[Any], index_key: str, null_key: str,
-             descending: bool) -> Plan[tuple[list[str], bool] | None]:
-    """The slice of a known candidate set ordered by an indexed Unicode field, at the page's cost.
-
-    The lexicographic index holds every record, so reading it all costs
-    O(model). Instead, when candidates are many, it is read from its start
-    (its end, descending) in growing chunks, keeping the candidates, until
-    the page is full: O(page / share of the model that matches). When they
-    are few, only their sort field is fetched (HGET) and sorted in Python:
-    O(candidates). Either way only the page's records are loaded. None when
-    this does not apply (no end to the slice, lookups whose index reads are
-    wider than their matches, a value holding NUL): the caller reads the
-    whole index instead.
-    """
-    if q._high is None or not all(lookup.op in EXACT_OPS for lookup in q._filters):
-        return None
-    if not ids:
-        return [], True
-    meta = q.model._meta
-    zcard, is_null = yield Pipeline([command("ZCARD", index_key), command("SMISMEMBER", null_key, *ids)],
-                                    False, meta.label)
-    nulls = sorted(pk for pk, flag in zip(ids, is_null) if flag)
-    wanted = {pk for pk, flag in zip(ids, is_null) if not flag}
-    # The order: None first by id, then the index; descending, the index reversed, then None.
-    need = max(q._high - (0 if descending else len(nulls)), 0)
-    ranked: list[str] | None = []
-    if need and wanted:
-        scan = need * zcard / len(wanted)  # index entries to read, if candidates are spread evenly
-        if len(wanted) * LEX_FETCH_COST <= scan:
-            ranked = yield from _ranked_by_field(meta, attr, sorted(wanted), descending)
-        else:
-            ranked = yield from _ranked_by_walk(meta, index_key, wanted, need, int(scan), descending)
-    if ranked is None:
-        return None
-    ordered = ranked + nulls if descending else nulls + ranked
-    return ordered[q._low:q._high], True
+def _score_limit(attr: attributes.Attribute[Any]) -> float:
+    """The magnitude from which the attribute's scores may tie distinct values (inf: never)."""
+    for kind, limit in EXACT_SCORE_LIMITS.items():
+        if isinstance(attr, kind):
+            return limit
+    return math.inf
 
 
-#: The cost of fetching one candidate's sort field, counted in index entries read. When
-#: walking the index would read fewer entries than this per candidate, it is walked.
-LEX_FETCH_COST = 16
-#: The most index entries one round trip of the walk reads.
-LEX_WALK_CHUNK = 20_000
-
-
-def _ranked_by_walk(meta: ModelOptions, index_key: str, wanted: set[str], need: int, scan: int,
-                    descending: bool) -> Plan[list[str] | None]:
-    """The first ``need`` of ``wanted`` in index order, reading the index in chunks from one end."""
-    found: list[str] = []
-    start, size = 0, min(max(scan + scan // 4, 64), LEX_WALK_CHUNK)
-    while True:
-        reply = yield one("ZREVRANGE" if descending else "ZRANGE", index_key, start, start + size - 1,
-                          label=meta.label)
-        members = reply[0]
-        for member in members:
-            if member.count(b"\x00") != 1:
-                return None  # a value holding NUL sorts ambiguously against the separator
-            pk = indexes.lex_member_id(member).decode("utf-8", "replace")
-            if pk in wanted:
-                found.append(pk)
-                if len(found) == need:
-                    return found
-        if len(members) < size:  # the whole index is read
-            return found if len(found) == len(wanted) else None  # a candidate the index lacks: be exact
-        start += size
-        size = min(size * 2, LEX_WALK_CHUNK)
-
-
-def _ranked_by_field(meta: ModelOptions, attr: attributes.Attribute[Any], ids: list[str],
-                     descending: bool) -> Plan[list[str]]:
-    """``ids`` in the order of their stored values of ``attr`` (ties by id), from HGETs of that field."""
-    name = attr.name
-    raws = yield Pipeline([command("HGET", meta.key(pk), name) for pk in ids], False, meta.label)
-    keyed = []
-    for pk, raw in zip(ids, raws):
-        value = attr.get_default() if raw is None else load.decode_field(meta, attr, meta.key(pk), name, raw)
-        keyed.append(("" if value is None else value, pk))
-    keyed.sort(reverse=descending)
-    return [pk for _, pk in keyed]
+def _exact_score(attr: attributes.Attribute[Any], score: float) -> bool:
+    """Whether ``score`` stands for one value only: a Float's score is its value, ±inf included."""
+    return isinstance(attr, attributes.Float) or abs(score) < _score_limit(attr)
 
 
 def order_candidates(meta: ModelOptions, ids: list[str], index_key: str, null_key: str, limit: float,
@@ -335,6 +268,647 @@ def order_candidates(meta: ModelOptions, ids: list[str], index_key: str, null_ke
     ranked = [pk for _, pk in sorted((score, pk) for pk, score in zip(ids, scores) if score is not None)]
     nulls = {pk for pk, flag in zip(ids, is_null) if flag}
     return _arrange(ranked, nulls, set(ids), descending), False
+
+
+# -- ordered pages ----------------------------------------------------------------------------
+#
+# A page (``filter(...).order_by(f)[low:high]``) of a filter the indexes answer exactly. Its
+# order is the index's: the candidates whose ``f`` is None first (by id), then the index
+# order (value, then id), then those the index lacks (a Float NaN) by id; descending, the
+# index order reversed, with the NaN first and the None last, each by id. Every strategy
+# below gives that same order, so pages never overlap or skip a record whichever strategy
+# each of them used.
+#
+# Costs are counted in index entries read (one member of a ZRANGE reply). The planner reads
+# the sizes first (one round trip: ZCARD of the order index, SCARD of the lookups' sets,
+# ZLEXCOUNT of a prefix) and picks the cheapest of:
+#
+# - walk: read the order index from its start (its end, descending) in chunks, keeping the
+#   candidates, until ``high`` of them are found: about high * indexed / candidates entries,
+#   whatever the model's size when the filter keeps a fixed share of it. An entry is tested on
+#   the server against the lookups' stored index sets (SMISMEMBER), then, for ``startswith``
+#   or a long ``in``, on its stored field (HGET); or in Python once the candidate ids are read.
+#   A lookup on the order field itself bounds the walk to its values (ZCOUNT, ZLEXCOUNT);
+# - fetch: read every candidate's sort value (ZMSCORE, or an HGET of the field for Unicode)
+#   and sort them in Python: O(candidates), cheap when they are few;
+# - load them all: when there are hardly more candidates than the page holds, load them
+#   and sort the records in Python, with no round trip for sort values.
+#
+# Nothing is written: no temporary key holds an intersection. SINTERSTORE would cost
+# O(candidates) on the server for every page (where the walk's tests cost O(entries walked)),
+# a round trip to delete it, and a write that a replica or a read-only ACL user refuses.
+
+#: Per candidate id read into Python: from one stored set (SMEMBERS, kept as bytes); through
+#: :func:`candidate_ids` (decoded and checked); from a ``startswith`` range (``value NUL id``).
+READ_COST = 1
+CANDIDATE_COST = 2
+PREFIX_COST = 3
+#: Per index entry walked.
+WALK_COST = 1
+#: Per walked id tested against one stored set (SMISMEMBER: sent, tested, answered).
+PROBE_COST = 2
+#: Per candidate whose score is read (ZMSCORE).
+SCORE_COST = 3
+#: Per field read and checked in Python, or per candidate whose Unicode sort field is read (one HGET each).
+FIELD_COST = 25
+#: Per record loaded and built, beyond the page's own.
+LOAD_COST = 32
+#: Per round trip.
+ROUND_COST = 200
+#: The walk's first chunk is its estimated length times WALK_MARGIN (at least WALK_MIN); each next
+#: chunk is twice the last, up to WALK_CHUNK, so a walk whose estimate was low takes few round trips.
+WALK_MARGIN = 1.25
+WALK_MIN = 64
+WALK_CHUNK = 1 << 16
+#: The most stored sets of an ``in`` that each walked entry is tested against; with more, the
+#: lookup is checked on the field of the entries left instead.
+PROBE_KEYS = 8
+#: An ``in`` with more values than this is not counted (one SCARD each): half the records, say.
+COUNTED_KEYS = 64
+
+#: A page: ``(ids, True)``, the page's ids in order; or ``(ids, False)``, every candidate, to be
+#: loaded, put in index order in Python and sliced (see :func:`page_records`).
+Page = tuple[list[str], bool]
+
+
+@dataclass(slots=True)
+class _Index:
+    """The order index a page is read from, and the sizes read of it."""
+
+    meta: ModelOptions
+    attr: attributes.Attribute[Any]
+    descending: bool
+    lex: bool
+    key: str
+    null_key: str
+    #: Entries in the index, records of the model, records whose value is None.
+    indexed: int = 0
+    total: int = 0
+    null_total: int = 0
+    #: The part of the index a walk reads: from rank ``start`` (counted in the walk's direction),
+    #: ``span`` entries. The whole index, unless a lookup on the order field bounds its values.
+    start: int = 0
+    span: int = 0
+
+    def size_reads(self) -> list[Command]:
+        """The sizes, and for scores the two edges (whose magnitudes say whether scores are exact)."""
+        reads = [command("ZCARD", self.key), command("SCARD", self.meta.ids_key), command("SCARD", self.null_key)]
+        if not self.lex:
+            reads += [command("ZRANGE", self.key, 0, 0, "WITHSCORES", withscores=True),
+                      command("ZRANGE", self.key, -1, -1, "WITHSCORES", withscores=True)]
+        return reads
+
+    def take_sizes(self, replies: Sequence[Any]) -> bool:
+        """Keep the sizes; whether the index orders exactly (no score past its exact range)."""
+        self.indexed, self.total, self.null_total = (int(reply) for reply in replies[:3])
+        self.start, self.span = 0, self.indexed
+        if self.lex:
+            return True
+        return all(_exact_score(self.attr, score) for edge in replies[3:5] for _, score in edge)
+
+    def bound_reads(self, lookups: Sequence[Lookup]) -> tuple[list[Command], Lookup | None]:
+        """Counts that bound the walk when a lookup bounds the order field's values (``exact``, ``in``,
+        ``startswith``): the entries before the smallest, and those from the smallest to the largest;
+        and that lookup. No counts when no lookup does."""
+        for lookup in lookups:
+            if lookup.field != self.attr.name or lookup.sub is not None:
+                continue
+            if lookup.op == "startswith" and self.lex:
+                prefix = lookup.value.encode("utf-8")
+                return [command("ZLEXCOUNT", self.key, "-", b"(" + prefix),
+                        command("ZLEXCOUNT", self.key, b"[" + prefix, b"[" + prefix + b"\xff")], lookup
+            if lookup.op not in ("exact", "in"):
+                continue
+            values = [v for v in ([lookup.value] if lookup.op == "exact" else lookup.value) if v is not None]
+            if self.lex:
+                texts = sorted(v.encode("utf-8") for v in values)
+                if not texts:
+                    continue
+                low, high = texts[0] + b"\x00", texts[-1] + b"\x01"  # the entries are value NUL id
+                return [command("ZLEXCOUNT", self.key, "-", b"(" + low),
+                        command("ZLEXCOUNT", self.key, b"[" + low, b"(" + high)], lookup
+            scores = [score for score in (indexes.score(self.attr, v) for v in values) if score is not None]
+            if not scores:
+                continue
+            low_score, high_score = indexes.format_score(min(scores)), indexes.format_score(max(scores))
+            return [command("ZCOUNT", self.key, "-inf", "(" + low_score),
+                    command("ZCOUNT", self.key, low_score, high_score)], lookup
+        return [], None
+
+    def take_bounds(self, replies: Sequence[Any]) -> None:
+        before, self.span = int(replies[0]), int(replies[1])
+        self.start = self.indexed - before - self.span if self.descending else before
+
+    @property
+    def covered(self) -> bool:
+        """Whether every record is in the index or the None set: none is NaN (or missing)."""
+        return self.total == self.indexed + self.null_total
+
+
+def page_attr(q: Query) -> attributes.Attribute[Any] | None:
+    """The order attribute when :func:`ordered_page` serves the query, else None.
+
+    That is a slice with an end, ordered by one indexed field whose index
+    orders exactly (see :func:`order_attr`), filtered by lookups whose index
+    reads are exactly their matches (``exact``, ``in``, ``isnull=True``,
+    ``startswith``, and those through a Pointer), with no exclude.
+    """
+    if q._high is None or not q._filters or q._excludes:
+        return None
+    attr = order_attr(q)
+    meta = q.model._meta
+    if attr is None or not all(exact_index(meta, lookup) and lookup.op in EXACT_OPS for lookup in q._filters):
+        return None
+    return attr
+
+
+def _index(q: Query, attr: attributes.Attribute[Any]) -> _Index:
+    meta = q.model._meta
+    lex = indexes.is_lex(attr)
+    key = (keys.lex_index_key if lex else keys.sorted_index_key)(meta.prefix, attr.name)
+    return _Index(meta, attr, q._order[0].startswith("-"), lex, key, keys.null_index_key(meta.prefix, attr.name))
+
+
+def ordered_page(q: Query, attr: attributes.Attribute[Any]) -> Plan[Page]:
+    """A page of the query (see :func:`page_attr`), at about the page's cost.
+
+    When every lookup has stored index sets (``exact``, ``in``, ``isnull=True``),
+    the candidates need not be read at all: the sizes of those sets and of the
+    order index (one round trip) say whether to walk the index testing entries
+    against the sets, or to read the candidates and continue as
+    :func:`candidates_page`. Other lookups read the candidates first. When
+    the index cannot say the exact order (a value holding NUL, scores past
+    2**53, an index that lacks a candidate), every candidate is loaded and
+    ordered in Python, in the same order.
+    """
+    if q._low >= q._high:
+        return [], True
+    meta = q.model._meta
+    index = _index(q, attr)
+    read: set[bytes] | None = None
+    if all(set_keys(meta, lookup) is not None or lookup.op == "startswith" and lookup.sub is None
+           for lookup in q._filters):
+        page, read = yield from _keyed_page(q, index)
+        if page is not None:
+            return page
+    if read is None:  # (a page of candidates read that gave no page is not tried again)
+        ids = yield from candidate_ids(meta, q._filters)
+        read = {pk.encode() for pk in ids or ()}
+        page = yield from candidates_page(q, index, read)
+        if page is not None:
+            return page
+    return sorted(members(read)), False
+
+
+@dataclass(slots=True)
+class _Tests:
+    """How a walk tells the candidates among the index entries it reads.
+
+    An entry is one when its id is in every set of ``singles``, in one of
+    ``union`` (SMISMEMBER, one round trip for all), and passes every lookup of
+    ``checks`` on its stored field (one HGET each, for the entries left, in
+    one more round trip). With none of them every entry is one (the walk is
+    bounded to the only lookup's values).
+    """
+
+    singles: list[str]
+    union: list[str]
+    checks: list[Lookup]
+
+
+#: The most None candidates that are checked on their fields; with more, the candidates are read.
+NULL_CHECKS = 4096
+
+
+def _keyed_page(q: Query, index: _Index) -> Plan[tuple[Page | None, set[bytes] | None]]:
+    """A page of lookups with stored index sets, or ``startswith``, read without reading the candidates
+    when that costs less.
+
+    Each lookup is either probed (its sets tested with SMISMEMBER: every
+    ``exact`` or ``isnull=True``, and one ``in`` of at most PROBE_KEYS values)
+    or checked on the stored field of the entries left (``startswith``, other
+    ``in`` lookups). Its size (SCARD, ZLEXCOUNT) comes with the order index's
+    in one round trip. Returns ``(None, None)`` when this does not apply (the
+    index lacks some records, its scores are not exact, many None candidates
+    to check), for the caller to read the candidates instead.
+    """
+    meta = q.model._meta
+    singles: list[str] = []
+    union: list[str] = []
+    checks: list[Lookup] = []
+    for lookup in q._filters:
+        sets = set_keys(meta, lookup)
+        if sets is not None and not sets:
+            return ([], True), None  # an empty ``in`` matches nothing
+        if sets is not None and len(sets) == 1:
+            singles.append(sets[0])
+        elif sets is not None and not union and len(sets) <= PROBE_KEYS:
+            union = sets
+        elif sets is None or not isinstance(lookup.attr, attributes.Pointer):
+            checks.append(lookup)
+        else:
+            return None, None  # (a Pointer's field holds a key, not the value the lookup compares)
+    singles = list(dict.fromkeys(singles))
+    bounds, bounded_by = index.bound_reads(q._filters)
+    prefixed = [lookup for lookup in checks if lookup.op == "startswith" and lookup.field == index.attr.name]
+    # The entries within a prefix's bounds all start with it: that check is done.
+    walk_checks = [lookup for lookup in checks if lookup is not bounded_by or lookup.op != "startswith"]
+    # The candidates whose order value is None: the None set intersected with the probed sets (then
+    # checked on their fields), or the None set itself, if small, when every lookup is checked.
+    if prefixed:
+        null_reads = []  # None never starts with a prefix
+    elif union:
+        null_reads = [command("SINTER", index.null_key, *singles, key) for key in union]
+    elif singles:
+        null_reads = [command("SINTER", index.null_key, *singles)]
+    else:
+        null_reads = [command("SRANDMEMBER", index.null_key, NULL_CHECKS + 1)]
+    counted = [(lookup, set_keys(meta, lookup)) for lookup in checks]
+    counts = [command("SCARD", key) for key in singles + union]
+    for lookup, sets in counted:
+        if sets is None:
+            counts.append(_count_read(meta, lookup))
+        elif len(sets) <= COUNTED_KEYS:
+            counts += [command("SCARD", key) for key in sets]
+    size_reads = index.size_reads()
+    replies = yield Pipeline(bounds + size_reads + counts + null_reads, False, meta.label)
+    exact = index.take_sizes(replies[len(bounds):len(bounds) + len(size_reads)])
+    if bounds:
+        index.take_bounds(replies[:len(bounds)])
+    replies = replies[len(bounds) + len(size_reads):]
+    null_ids = sorted(set().union(*(members(reply) for reply in replies[len(counts):])))
+    if not exact or not index.covered or len(null_ids) > NULL_CHECKS:
+        return None, None
+    sizes = iter(int(n) for n in replies[:len(counts)])
+    total = max(index.total, 1)
+    probed = [next(sizes) for _ in singles] + ([sum(next(sizes) for _ in union)] if union else [])
+    checked = []
+    for _, sets in counted:
+        if sets is None or len(sets) <= COUNTED_KEYS:
+            checked.append(next(sizes) if sets is None else sum(next(sizes) for _ in sets))
+        else:
+            checked.append(max(total // 2, 1))  # too many values to count: half the records, say
+    if min(probed + checked) == 0:
+        return ([], True), None
+    nulls = null_ids
+    if checks and null_ids:
+        passed, _ = yield from _checked(meta, [pk.encode() for pk in null_ids], checks)
+        nulls = [null_ids[position] for position in passed]
+    one_group = len(probed) + len(checked) == 1
+    # The number of candidates: exact for one lookup; for several, as if they were independent.
+    sized = probed + checked
+    found = sized[0] if one_group else max(round(math.prod(n / total for n in sized) * total), 1)
+    ranked = max(found - len(nulls), 0)
+    low, high = q._low, q._high
+    lead = [] if index.descending else nulls
+    need = max(high - len(lead), 0)
+    if one_group:
+        need = min(need, ranked)
+        if need <= max(low - len(lead), 0):  # the page holds none of the indexed candidates
+            return (_assemble(index, low, high, nulls, [], [], ranked), True), None
+    walked = _walk_length(index, need, ranked)
+    probes = len(singles) + len(union)
+    passing = math.prod(n / total for n in probed)
+    per_entry = WALK_COST + probes * PROBE_COST + passing * FIELD_COST * len(walk_checks)
+    walking = walked * per_entry + (1 + bool(probes) + bool(walk_checks)) * ROUND_COST
+    prefixes = sum(n for n, (_, sets) in zip(checked, counted) if sets is None)
+    per_id = READ_COST if len(singles) == 1 and not union and not checks else CANDIDATE_COST
+    reading = ((sum(probed) + sum(checked) - prefixes) * per_id + prefixes * PREFIX_COST
+               + _python_cost(index, found, ranked, need, high - low))
+    if walking >= reading:
+        if len(singles) == 1 and not union and not checks:  # one stored set: read with the walk's first chunk
+            return (yield from _read_then_page(q, index, singles[0], found, nulls, need))
+        ids = yield from candidate_ids(meta, q._filters)
+        if ids is None:
+            return None, None
+        wanted = {pk.encode() for pk in ids}
+        return (yield from _python_page(q, index, wanted, nulls, [])), wanted
+    hits = yield from _walk(index, need, _first_chunk(walked), None, _Tests(singles, union, walk_checks))
+    if hits is None or (one_group and len(hits) < need):
+        return None, None  # a value holding NUL, or the index lacks a candidate: the caller reads them
+    total_ranked = ranked if one_group else len(hits) if len(hits) < need else None
+    return (_assemble(index, low, high, nulls, [], hits, total_ranked), True), None
+
+
+def _count_read(meta: ModelOptions, lookup: Lookup) -> Command:
+    """How many index entries a ``startswith`` lookup's index read holds (ZLEXCOUNT of its range)."""
+    read = index_read(meta, lookup)
+    assert read is not None and read[0].args[0] == "ZRANGEBYLEX"
+    return command("ZLEXCOUNT", *read[0].args[1:])
+
+
+class _Fields:
+    """What :meth:`Lookup.matches` reads of a record: its ``_data``."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+
+def _checked(meta: ModelOptions, ids: list[bytes], checks: list[Lookup],
+             read_ahead: Command | None = None) -> Plan[tuple[list[int], Any]]:
+    """The positions of the ``ids`` whose stored fields pass every lookup of ``checks`` (one HGET
+    each); and the reply of ``read_ahead``, sent in the same round trip (None without it)."""
+    reads = [command("HGET", meta.key(pk.decode()), lookup.field) for pk in ids for lookup in checks]
+    if not reads and read_ahead is None:
+        return [], None
+    replies = yield Pipeline(reads + ([read_ahead] if read_ahead is not None else []), False, meta.label)
+    passed = []
+    for position, pk in enumerate(ids):
+        key = meta.key(pk.decode())
+        values = replies[position * len(checks):(position + 1) * len(checks)]
+        record = _Fields({lookup.field: load.stored_value(meta, lookup.attr, key, lookup.field, raw)
+                          for lookup, raw in zip(checks, values)})
+        if all(lookup.matches(record) for lookup in checks):
+            passed.append(position)
+    return passed, replies[-1] if read_ahead is not None else None
+
+
+def _read_then_page(q: Query, index: _Index, key: str, found: int, nulls: list[str],
+                    need: int) -> Plan[tuple[Page | None, set[bytes] | None]]:
+    """Read one stored candidate set, and the walk's first chunk with it when the walk is likely."""
+    meta = q.model._meta
+    ranked = max(found - len(nulls), 0)
+    walked = _walk_length(index, need, ranked)
+    strategy = _python_strategy(index, found, ranked, need, q._high - q._low)
+    reads = [command("SMEMBERS", key)]
+    first_size = _first_chunk(walked)
+    if strategy == "walk":
+        reads.append(_chunk_read(index, index.start, min(first_size, index.span)))
+    replies = yield Pipeline(reads, False, meta.label)
+    wanted: set[bytes] = set(replies[0])  # (an entry that is no id matches no index entry's id)
+    first = replies[1] if strategy == "walk" else None
+    return (yield from _python_page(q, index, wanted, nulls, [], first, first_size)), wanted
+
+
+def candidates_page(q: Query, index: _Index, wanted: set[bytes]) -> Plan[Page | None]:
+    """A page of a candidate set already read (``startswith``, Pointer traversals, several ``in``).
+
+    One round trip reads the sizes (and, when some record is None, which
+    candidates are); then :func:`_python_page`. When the index lacks some
+    records (NaN), scores say which candidates they are; a Unicode index
+    that lacks one is no order (None).
+    """
+    meta = q.model._meta
+    if not wanted:
+        return [], True
+    replies = yield Pipeline(index.size_reads(), False, meta.label)
+    if not index.take_sizes(replies):
+        return None
+    nulls: list[str] = []
+    if index.null_total:
+        if index.null_total <= 4 * len(wanted):
+            null_ids = (yield one("SMEMBERS", index.null_key, label=meta.label))[0]
+            nulls = sorted(pk.decode() for pk in wanted.intersection(null_ids))
+        else:
+            ordered = sorted(wanted)
+            flags = (yield one("SMISMEMBER", index.null_key, *ordered, label=meta.label))[0]
+            nulls = [pk.decode() for pk, flag in zip(ordered, flags) if flag]
+    if index.covered:
+        return (yield from _python_page(q, index, wanted, nulls, []))
+    if index.lex:
+        return None  # the Unicode index lacks a record: its order is unknown
+    return (yield from _python_page(q, index, wanted, nulls, None))
+
+
+def _python_strategy(index: _Index, found: int, ranked: int, need: int, span: int) -> str:
+    """Which of walk, fetch and load is cheapest once the ``found`` candidate ids are in Python."""
+    walk = _walk_length(index, need, ranked) * WALK_COST + ROUND_COST
+    fetch = ranked * (FIELD_COST if index.lex else SCORE_COST) + ROUND_COST
+    load = max(found - span, 0) * LOAD_COST
+    best = min(walk, fetch, load)
+    return "load" if load == best else "walk" if walk == best else "fetch"
+
+
+def _python_cost(index: _Index, found: int, ranked: int, need: int, span: int) -> float:
+    walk = _walk_length(index, need, ranked) * WALK_COST + ROUND_COST
+    fetch = ranked * (FIELD_COST if index.lex else SCORE_COST) + ROUND_COST
+    return min(walk, fetch, max(found - span, 0) * LOAD_COST)
+
+
+def _python_page(q: Query, index: _Index, wanted: set[bytes], nulls: list[str], rest: list[str] | None,
+                 first: list[bytes] | None = None, first_size: int = 0) -> Plan[Page | None]:
+    """A page of candidates whose ids are in Python (``wanted``), ``nulls`` among them.
+
+    ``rest`` lists the candidates the index lacks, or is None when unknown
+    (some record is NaN): then every candidate's score is read, which tells.
+    """
+    low, high = q._low, q._high
+    if rest is not None:
+        found = len(wanted)
+        ranked = found - len(nulls) - len(rest)
+        lead = rest if index.descending else nulls
+        need = min(max(high - len(lead), 0), ranked)
+        if need <= max(low - len(lead), 0):  # the page holds none of the indexed candidates
+            return _assemble(index, low, high, nulls, rest, [], ranked), True
+        strategy = _python_strategy(index, found, ranked, need, high - low)
+        if strategy == "load":
+            return sorted(members(wanted)), False
+        if strategy == "walk":
+            size = first_size if first is not None else _first_chunk(_walk_length(index, need, ranked))
+            hits = yield from _walk(index, need, size, wanted, None, first)
+            if hits is None or len(hits) < need:
+                return None  # a value holding NUL, or the index lacks a candidate
+            return _assemble(index, low, high, nulls, rest, hits, ranked), True
+    null_ids = set(nulls)
+    ids = sorted(pk for pk in members(wanted) if pk not in null_ids)
+    if index.lex:
+        ordered = yield from _ranked_by_field(index.meta, index.attr, ids)
+        rest = []
+    else:
+        scores = (yield one("ZMSCORE", index.key, *ids, label=index.meta.label))[0] if ids else []
+        if any(score is not None and not _exact_score(index.attr, score) for score in scores):
+            return None
+        ordered = [pk for _, pk in sorted((score, pk) for pk, score in zip(ids, scores) if score is not None)]
+        rest = [pk for pk, score in zip(ids, scores) if score is None]
+    if index.descending:
+        ordered.reverse()
+    lead = rest if index.descending else nulls
+    window = [pk.encode() for pk in ordered[:max(high - len(lead), 0)]]
+    return _assemble(index, low, high, nulls, rest, window, len(ordered)), True
+
+
+def _assemble(index: _Index, low: int, high: int, nulls: list[str], rest: list[str], hits: list[bytes],
+              ranked: int | None) -> list[str]:
+    """The page ``[low:high]`` of None, indexed and NaN candidates in the index's order.
+
+    ``hits`` are the first indexed candidates in the query's direction (at
+    least as far as the page reaches), ``ranked`` how many there are in all
+    (None: more than the page reaches).
+    """
+    lead, tail = (rest, nulls) if index.descending else (nulls, rest)
+    page = lead[low:high]
+    start, stop = max(low - len(lead), 0), max(high - len(lead), 0)
+    page += [pk.decode() for pk in hits[start:stop]]
+    if ranked is not None:
+        after = len(lead) + ranked
+        page += tail[max(low - after, 0):max(high - after, 0)]
+    return page
+
+
+def _walk_length(index: _Index, need: int, ranked: int) -> int:
+    """How many index entries hold ``need`` of ``ranked`` candidates spread evenly over the walk's part."""
+    if need <= 0:
+        return 0
+    return min(index.span, -(-need * index.span // max(ranked, 1)))
+
+
+def _first_chunk(walked: int) -> int:
+    return min(max(int(walked * WALK_MARGIN) + 16, WALK_MIN), WALK_CHUNK)
+
+
+def _chunk_read(index: _Index, start: int, size: int) -> Command:
+    return command("ZREVRANGE" if index.descending else "ZRANGE", index.key, start, start + size - 1)
+
+
+def _walk(index: _Index, need: int, size: int, wanted: set[bytes] | None,
+          tests: _Tests | None, first: list[bytes] | None = None) -> Plan[list[bytes] | None]:
+    """The first ``need`` candidates in the index's order (fewer if its walked part ends first), or None.
+
+    The index is read from ``index.start`` in the query's direction, in
+    chunks of ``size`` entries, then twice the last (up to WALK_CHUNK). An
+    entry is a candidate when its id is in ``wanted``, or else when it
+    passes ``tests``. Testing a chunk on the server is one more round trip
+    (or two), so once a chunk has come up short the next one is read in the
+    same round trip as the last test of the last. None when a Unicode value holds NUL
+    near the page: it may sort out of place against the separator.
+    """
+    label = index.meta.label
+    found: list[bytes] = []
+    at, end = index.start, index.start + index.span
+    entries = first
+    short = False  # whether a chunk has come up short: then the next is read ahead
+    while True:
+        asked = min(size, end - at)
+        if entries is None:
+            if asked <= 0:
+                return found
+            entries = (yield Pipeline([_chunk_read(index, at, asked)], False, label))[0]
+        last = len(entries) < asked or at + len(entries) >= end  # the walked part ends here
+        if index.lex:
+            if b"".join(entries).count(b"\x00") != len(entries):
+                return None  # a value holding NUL sorts ambiguously against the separator
+            ids = [member[-36:] for member in entries]  # an id is 36 characters (checked on hits)
+        else:
+            ids = entries
+        after, size = at + len(entries), min(size * 2, WALK_CHUNK)
+        ahead: list[bytes] | None = None
+        if wanted is not None:
+            hits = [position for position, pk in enumerate(ids) if pk in wanted]
+        else:
+            read_ahead = _chunk_read(index, after, min(size, end - after)) if short and not last else None
+            hits, ahead = yield from _test(index.meta, ids, tests or _Tests([], [], []), read_ahead)
+        for position in hits:
+            if not record_id(ids[position]) or (index.lex and entries[position][-37:-36] != b"\x00"):
+                continue  # not a record's id
+            found.append(ids[position])
+            if len(found) == need:
+                if index.lex and index.descending:
+                    safe = yield from _tie_block_safe(index, entries, position, last)
+                    if not safe:
+                        return None
+                return found
+        if last:
+            return found
+        at, entries, short = after, ahead, True
+
+
+def _test(meta: ModelOptions, ids: list[bytes], tests: _Tests,
+          read_ahead: Command | None) -> Plan[tuple[list[int], list[bytes] | None]]:
+    """The positions of the ``ids`` that pass ``tests``; and the reply of ``read_ahead``, sent
+    with the last round trip of the tests (alone when there are none)."""
+    singles, union = tests.singles, tests.union
+    probes = [command("SMISMEMBER", key, *ids) for key in singles + union] if ids else []
+    ahead: list[bytes] | None = None
+    keep = list(range(len(ids)))
+    if probes or (read_ahead is not None and not tests.checks):
+        last = read_ahead if not tests.checks else None
+        replies = yield Pipeline(probes + ([last] if last is not None else []), False, meta.label)
+        if last is not None:
+            ahead = replies[-1]
+        flags = [all(member) for member in zip(*replies[:len(singles)])] if singles else [True] * len(ids)
+        if union:
+            flags = [f and any(member) for f, member in zip(flags, zip(*replies[len(singles):len(probes)]))]
+        keep = [position for position, f in zip(keep, flags) if f]
+    if tests.checks:
+        passed, ahead = yield from _checked(meta, [ids[position] for position in keep], tests.checks, read_ahead)
+        keep = [keep[position] for position in passed]
+    return keep, ahead
+
+
+def _tie_block_safe(index: _Index, entries: list[bytes], position: int, at_end: bool) -> Plan[bool]:
+    """Whether no value holding NUL hides among the unread ties of a descending page's last value.
+
+    A value ``v + "\\x00" + s`` sorts after ``v`` in Python but among ``v``'s
+    entries in the index: walking down from the end, it would come right
+    before them. When the chunk read ends inside the last value's ties, one
+    round trip compares the index entries starting ``v\\x00`` with the records
+    whose value is ``v``.
+    """
+    value = entries[position].rpartition(b"\x00")[0]
+    if at_end or entries[-1].rpartition(b"\x00")[0] != value:
+        return True  # every tie was read (and checked)
+    meta = index.meta
+    text = value.decode("utf-8", "surrogateescape")
+    lexed, equal = yield Pipeline([
+        command("ZLEXCOUNT", index.key, b"[" + value + b"\x00", b"(" + value + b"\x01"),
+        command("SCARD", keys.eq_index_key(meta.prefix, index.attr.name, token(index.attr, text))),
+    ], False, meta.label)
+    return int(lexed) == int(equal)
+
+
+def _ranked_by_field(meta: ModelOptions, attr: attributes.Attribute[Any], ids: list[str]) -> Plan[list[str]]:
+    """``ids`` in the order of their stored values of ``attr`` (ties by id), from HGETs of that field."""
+    name = attr.name
+    raws = yield Pipeline([command("HGET", meta.key(pk), name) for pk in ids], False, meta.label)
+    keyed = []
+    for pk, raw in zip(ids, raws):
+        value = load.stored_value(meta, attr, meta.key(pk), name, raw)
+        keyed.append(("" if value is None else value, pk))
+    keyed.sort()
+    return [pk for _, pk in keyed]
+
+
+def page_records(q: Query, page: Page, chunk_size: int) -> Plan[None]:
+    """Emit a page's records: its ids loaded, or every candidate loaded, ordered as the index would and sliced."""
+    ids, exact = page
+    if exact:
+        yield from fetch_matching(q, ids, chunk_size, 0, None)
+        return
+    records = yield from collect(fetch_matching(q, ids, chunk_size, 0, None))
+    found = index_order(records, q._order[0])[q._low:q._high]
+    if found:
+        yield Emit(found)
+
+
+def index_order(records: list[Any], field: str) -> list[Any]:
+    """Records in the order a page has (see above): None first by id, then (value, id), then NaN by id.
+
+    Descending: NaN first, then (value, id) reversed, then None; None and
+    NaN by id in both directions, as in the index plans.
+    """
+    descending = field.startswith("-")
+    name = field.lstrip("-")
+    nulls: list[tuple[str, Any]] = []
+    nans: list[tuple[str, Any]] = []
+    ranked: list[tuple[tuple[Any, str], Any]] = []
+    for record in records:
+        value = record._data[name]
+        pk = str(record._pk())
+        if value is None:
+            nulls.append((pk, record))
+        elif _is_nan(value):
+            nans.append((pk, record))
+        else:
+            ranked.append(((record._meta.fields[name].comparable(value), pk), record))
+    nulls.sort(key=lambda item: item[0])
+    nans.sort(key=lambda item: item[0])
+    ranked.sort(key=lambda item: item[0], reverse=descending)
+    middle = [record for _, record in ranked]
+    if descending:
+        return [r for _, r in nans] + middle + [r for _, r in nulls]
+    return [r for _, r in nulls] + middle + [r for _, r in nans]
 
 
 def order_window(q: Query, index_key: str, null_key: str, limit: float,
@@ -432,6 +1006,10 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
     ``materialize``-d whole, with nothing sliced, is sorted in Python:
     cheaper than reading the index.
     """
+    page_by = page_attr(q)
+    if page_by is not None:
+        page = yield from ordered_page(q, page_by)
+        return page_records(q, page, chunk_size), True
     ids, indexed = yield from candidates(q)
     attr = order_attr(q) if indexed else None
     unsliced = not q._low and q._high is None
