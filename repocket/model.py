@@ -406,9 +406,11 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         for name in meta.auto_now:
             setattr(self, name, meta.fields[name].now())  # type: ignore[attr-defined]
         self._validate_for_save()
+        fresh: tuple[str, ...] = ()
         if self._data[meta.pk] is None:
             self._data[meta.pk] = meta.fields[meta.pk].generate()  # type: ignore[attr-defined]
-        yield from write.save(meta, [self], force=force)
+            fresh = (str(self._data[meta.pk]),)
+        yield from write.save(meta, [self], force=force, fresh=fresh)
         record = self._key()
         return {
             "hash": record,

@@ -29,6 +29,11 @@
 --                                      else {"clash", k, token, other id}
 --          version <expected>          the hash's _version must equal expected
 --                                      ("" = absent), else {"stale", current}
+--          new                         the record's own keys (its hash and its
+--                                      strings: lease, ByteStreams) must not
+--                                      exist, else {"present"}; the caller sends
+--                                      it for an id it has just generated, and
+--                                      plans again without it when refused
 -- writes:  hset <field> <value> | hdel <field> | set <k> <value> | del <k> | bump (_version + 1)
 --          sadd <k> <member> | srem <k> <member>
 --          zadd <k> <score> <member> | zrem <k> <member>
@@ -36,7 +41,7 @@
 --
 -- Other refusals: {"wrongtype", key, type}; {"corrupt", field, problem, value}
 -- (a stored value a write would fail on); {"leased"} (another writer holds the
--- record's lease: wait and call again).
+-- record's lease: wait and call again); {"present"} (see new).
 --
 -- Leases. A guard miss returns the current values, and the caller plans again
 -- from them; under contention another writer may change them again in
@@ -56,7 +61,7 @@
 
 local LEASE_MS = 2000
 local letters = {h = "hash", s = "set", z = "zset", t = "string"}
-local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2}
+local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2, new = 1}
 local write_arity = {hset = 3, hdel = 2, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
                      zadd = 4, zrem = 3, uset = 4, udel = 4}
 local token = ARGV[2]
@@ -78,6 +83,7 @@ local function preflight(rec)
     local n = check_arity[ARGV[j]]
     if not n then return "unknown check at argument " .. j end
     if ARGV[j] == "version" then rec.versioned = true end
+    if ARGV[j] == "new" then rec.new = true end
     if ARGV[j] == "unique" then
       local k = tonumber(ARGV[j + 1])
       if not k or k < 1 or k > rec.nkeys then return "bad key number in unique" end
@@ -121,16 +127,36 @@ for r = 1, tonumber(ARGV[1]) do
 end
 
 local typed = {}  -- keys whose type this call has checked already
+-- A record whose id was just generated: one EXISTS of its own keys replaces
+-- their type checks, the lease lookup and the hash reads. None exists, so no
+-- lease is held on it, no field is stored and any type will do. True when so.
+local function fresh(rec)
+  local own = {KEYS[rec.base + 1]}
+  for k = 2, rec.nkeys do
+    if string.sub(rec.types, k, k) == "t" then own[#own + 1] = KEYS[rec.base + k] end
+  end
+  if redis.call("EXISTS", unpack(own)) > 0 then return false end
+  typed[own[1]] = "hash"
+  for k = 2, #own do typed[own[k]] = "string" end
+  return true
+end
+
 local function check(rec)
   local hash, lease = KEYS[rec.base + 1], KEYS[rec.base + 2]
-  -- Each key must hold the type repocket keeps there (or not exist): a write
-  -- command on a key of another type fails. The lease first: whether the
-  -- caller holds it decides what a refusal does with it.
-  local have = redis.call("TYPE", lease)["ok"]
-  if have ~= "none" and have ~= "string" then return {"wrongtype", lease, have} end
-  typed[lease] = "string"
-  local holder = lease_holder(lease)
-  rec.holds = holder == token
+  local holder, present
+  if rec.new then
+    if not fresh(rec) then return {"present"} end
+    rec.holds, present = false, false
+  else
+    -- Each key must hold the type repocket keeps there (or not exist): a write
+    -- command on a key of another type fails. The lease first: whether the
+    -- caller holds it decides what a refusal does with it.
+    local have = redis.call("TYPE", lease)["ok"]
+    if have ~= "none" and have ~= "string" then return {"wrongtype", lease, have} end
+    typed[lease] = "string"
+    holder = lease_holder(lease)
+    rec.holds = holder == token
+  end
   for k = 1, rec.nkeys do
     local key = KEYS[rec.base + k]
     local want = letters[string.sub(rec.types, k, k)]
@@ -142,18 +168,20 @@ local function check(rec)
   end
   -- Another writer's lease: it is about to write this record (see Leases).
   if holder and not rec.holds then return {"leased"} end
+  if present == nil then present = redis.call("EXISTS", hash) == 1 end
   -- The version counter must be one HINCRBY can add to and the client can read.
-  if rec.versioned then
+  if rec.versioned and present then
     local raw = redis.call("HGET", hash, "_version")
     local problem = version_problem(raw, rec.bump)
     if problem then return {"corrupt", "_version", problem, string.sub(raw, 1, 64)} end
   end
-  local present = redis.call("EXISTS", hash) == 1
   local conflicts = {}
   local j = rec.checks
   while j < rec.writes do
     local op = ARGV[j]
-    if op == "exists" then
+    if op == "new" then
+      -- (checked above)
+    elseif op == "exists" then
       if not present then return {"missing"} end
     elseif op == "guard" or op == "absent" then
       -- false (a nil reply) when the field is absent
@@ -168,7 +196,7 @@ local function check(rec)
         return {"taken", ARGV[j + 1], ARGV[j + 2], holder_id}
       end
     else  -- version
-      local current = redis.call("HGET", hash, "_version") or ""
+      local current = present and redis.call("HGET", hash, "_version") or ""
       if current ~= ARGV[j + 1] then return {"stale", current} end
     end
     j = j + check_arity[op]

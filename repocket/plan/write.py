@@ -44,10 +44,13 @@ class WriteJob:
     """One record's write: re-planned from what Redis holds when it changed under us."""
 
     def __init__(self, make_plan: Callable[[WriteJob], WritePlan], stored: dict[bytes, bytes] | None,
-                 must_exist: bool = False) -> None:
+                 must_exist: bool = False, fresh: bool = False) -> None:
         self.make_plan = make_plan
         #: A vanished record is an error (DoesNotExist), not something to write anew.
         self.must_exist = must_exist
+        #: The id was generated for this write: the script checks only that the record's own
+        #: keys do not exist (the ``new`` check), and the job is planned again without it if they do.
+        self.fresh = fresh
         #: The hash fields as we believe Redis holds them (None when we assume nothing is stored).
         self.stored = stored
         #: Indexed fields' stored bytes, for removing old index entries.
@@ -60,6 +63,9 @@ class WriteJob:
 
     def retry_from(self, reply: list[Any]) -> None:
         status = reply[0]
+        if status == b"present":  # an id someone else has written too: check it as any other
+            self.fresh = False
+            return
         if status == b"missing":  # deleted under us: write it whole, as new
             self.stored = self.known_old = None
             return
@@ -142,7 +148,7 @@ def _release_leases(token: str, plans: Sequence[WritePlan]) -> Plan[None]:
 
 
 def _raise_unless_retryable(meta: ModelOptions, job: WriteJob, plan: WritePlan, refusal: list[Any]) -> None:
-    """Raise the exception for a refusal that re-planning cannot cure (missing, conflict, leased can be)."""
+    """Raise the exception for a refusal that re-planning cannot cure (missing, conflict, leased, present can be)."""
     status = refusal[0]
     if status == b"missing" and job.must_exist:
         raise meta.model.DoesNotExist(f"{plan.keys[0]} does not exist; nothing was written")
@@ -152,7 +158,7 @@ def _raise_unless_retryable(meta: ModelOptions, job: WriteJob, plan: WritePlan, 
             f"{plan.keys[0]}: changed by someone else since it was loaded "
             f"(stored version: {found[:40]}); nothing was written. Call refresh() and retry."
         )
-    if status not in (b"missing", b"conflict", b"leased"):
+    if status not in (b"missing", b"conflict", b"leased", b"present"):
         raise_for_reply(refusal, meta, plan)
 
 
@@ -222,7 +228,8 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
     attr = meta.fields[name]
     field = name.encode()
     old_raw = (job.known_old or {}).get(field)
-    _guard(plan, name, old_raw)
+    if not job.fresh:  # (a fresh record has no field to guard: its ``new`` check says so)
+        _guard(plan, name, old_raw)
     unique_slot = plan.slot(keys.unique_key(meta.prefix, name), "h") if attr.unique else 0
     if old_raw is None and job.stored is not None:
         # The record exists but lacks the field (a None in the plain format, or declared
@@ -269,7 +276,7 @@ def _guard(plan: WritePlan, name: str, raw: bytes | None) -> None:
 
 
 def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = False,
-         *, fields: Collection[str] | None = None) -> Plan[None]:
+         *, fields: Collection[str] | None = None, fresh: Collection[str] = ()) -> Plan[None]:
     """Write validated instances (ids assigned) in one script call: all of them, or none.
 
     An instance loaded or saved before writes only the attributes whose bytes
@@ -279,7 +286,9 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
     ``Model.DoesNotExist`` naming its key, with nothing of the batch written.
     An instance's deferred attributes (``_deferred``, not loaded) are never
     written, indexed or compared, even with ``force``; such an instance must
-    exist too, as its record cannot be written whole.
+    exist too, as its record cannot be written whole. ``fresh`` holds the ids
+    the caller has just generated: nothing can be stored under them, which the
+    script checks at the cost of one EXISTS (see :class:`WriteJob`).
     """
     chosen = _chosen_fields(meta, fields)
     prepared = []
@@ -309,6 +318,8 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
                 plan.write("bump")
             if stored is not None:
                 plan.check("exists")
+            elif job.fresh:
+                plan.check("new")
             if everything or stored is None:
                 changed = encoded
             else:
@@ -337,7 +348,8 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
             believed = instance._stored if instance._stored is not None else {}
         else:
             believed = None if force else instance._stored
-        jobs.append(WriteJob(make_plan, believed, must_exist=partial))
+        jobs.append(WriteJob(make_plan, believed, must_exist=partial,
+                             fresh=believed is None and not partial and pk in fresh))
     yield from run_writes(meta, jobs)
     for instance, encoded, streams, partial, claims_version in prepared:
         written = {field: raw for field, raw in encoded.items() if raw is not None}
@@ -597,9 +609,11 @@ def bulk_save(model: type[Any], instances: list[Any], batch_size: int) -> Plan[l
         for name in meta.auto_now:
             setattr(instance, name, meta.fields[name].now())  # (and no longer deferred: it is written)
         instance._validate_for_save()
+    fresh = set()
     for instance in instances:
         if instance._data[meta.pk] is None:
             instance._data[meta.pk] = meta.fields[meta.pk].generate()
+            fresh.add(str(instance._data[meta.pk]))
     for start in range(0, len(instances), batch_size):
-        yield from save(meta, instances[start:start + batch_size])
+        yield from save(meta, instances[start:start + batch_size], fresh=fresh)
     return instances
