@@ -11,6 +11,7 @@ readers are the hot path of every read.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -28,6 +29,8 @@ __all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch"
 #: What a ``_version`` counter holds: a plain non-negative integer (checked against int64 too).
 _VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
 _INT64_MAX = 2**63 - 1
+#: A record key's id as repocket writes it (str(uuid.UUID)), the only text build() trusts without parsing.
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: A record as read, its hash (field bytes -> value bytes) and its ByteStreams.
 Fetched = tuple[dict[Any, Any], dict[str, bytes]]
@@ -146,6 +149,8 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
     absent = meta.format.absent
     instance = model.__new__(model)
     data: dict[str, Any] = {}
+    pk, key_id = meta.pk, key[len(meta.prefix) + 1:]
+    id_from_key = False
     for field, name, attr, read in meta.layout:
         if fields is not None and name not in fields:
             continue
@@ -155,12 +160,17 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
         raw = raw_hash.get(field)
         if raw is None:  # a None in the plain format, or an attribute added after the record was written
             data[name] = absent(attr)
-            continue
-        try:
-            data[name] = read(raw)  # what repocket writes: parse the value only
-        except (TypeError, ValueError, ArithmeticError):
-            data[name] = decode_field(meta, attr, key, name, raw)  # checks, and says what is wrong
-    if str(data[meta.pk]) != key[len(meta.prefix) + 1:]:
+        elif name == pk and _CANONICAL_ID.fullmatch(key_id) and raw == meta.format.encode(attr, key_id):
+            # The field is exactly what repocket writes for the key's id (a UUID is encoded
+            # from its text): the id is the key's, with no parse of the field and no comparison.
+            data[name] = uuid.UUID(key_id)
+            id_from_key = True
+        else:
+            try:
+                data[name] = read(raw)  # what repocket writes: parse the value only
+            except (TypeError, ValueError, ArithmeticError):
+                data[name] = decode_field(meta, attr, key, name, raw)  # checks, and says what is wrong
+    if not id_from_key and str(data[pk]) != key_id:
         try:
             meta.parse_key(key)
         except ValueError as exc:

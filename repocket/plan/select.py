@@ -1172,7 +1172,11 @@ def get_by_pk(model: type[Any], value: Any) -> Plan[Any]:
     meta = model._meta
     pk = meta.fields[meta.pk].cast(value)
     key = meta.key(pk)
-    record = (yield from load.load(meta, [key]))[0]
+    if meta.streams or meta.pointers:
+        record = (yield from load.load(meta, [key]))[0]
+    else:  # the commonest read, kept short: one HGETALL, one build
+        raw = (yield Pipeline([Command(("HGETALL", key), key)], False, meta.label))[0]
+        record = load.build(meta, key, (raw, {}), []) if raw else None
     if record is None:
         raise model.DoesNotExist(f"{meta.label} matching {meta.pk}={str(pk)!r} does not exist (no key {key})")
     return record

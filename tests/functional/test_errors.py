@@ -529,3 +529,37 @@ def test_index_key_of_wrong_type_on_save(repocket_connection: redis_py.Redis, re
     with pytest.raises(errors.CorruptRecordError):
         record.save()
     assert snapshot(redis) == before
+
+
+# -- a record's id field against its key ------------------------------------------------------
+
+
+def test_a_record_holding_another_records_id_is_corrupt_at_get(repocket_connection: redis_py.Redis) -> None:
+    """The id field must be the key's: a hash copied under another key is refused, naming both."""
+    first, second = Target.objects.create(name="a"), Target.objects.create(name="b")
+    repocket_connection.delete(second._key())
+    repocket_connection.copy(first._key(), second._key())
+    with pytest.raises(errors.CorruptRecordError, match=f"holds id {first.id}, which is not the id in its key") as info:
+        Target.objects.get(id=second.id)
+    assert info.value.key == second._key() and info.value.field == "id"
+    assert Target.objects.get(id=first.id).name == "a"
+
+
+def test_a_pointer_to_a_key_whose_id_is_not_canonical_is_corrupt(repocket_connection: redis_py.Redis) -> None:
+    """A Pointer to a key ending in an upper-case id (whose hash holds that same text): not what repocket
+    writes, so the Pointer is refused; no record is built from a key whose id is not canonical."""
+    target = Target.objects.create(name="a")
+    upper = str(target.id).upper()
+    key = f"{Target._meta.prefix}:{upper}"
+    stored = repocket_connection.hgetall(target._key())
+    field = Target._meta.format.encode(Target._meta.fields["id"], upper)
+    assert field is not None
+    repocket_connection.hset(key, mapping={**stored, b"id": field})
+    victim = Victim.objects.create(name="v", data=b"", tags=[], amount=decimal.Decimal(1), count=1, ratio=1.0,
+                                   project=target)
+    pointer = repocket_connection.hget(victim._key(), "project")
+    assert pointer is not None and str(target.id).encode() in pointer
+    repocket_connection.hset(victim._key(), "project", pointer.replace(str(target.id).encode(), upper.encode()))
+    with pytest.raises(errors.CorruptRecordError) as info:
+        Victim.objects.get(id=victim.id)
+    assert (info.value.key, info.value.field) == (victim._key(), "project")
