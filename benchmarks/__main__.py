@@ -107,6 +107,10 @@ time of fixed-size queries grows with the model (10,000, 100,000 and 1,000,000
 records by default, ``--scale-sizes`` to choose); with the default sizes it
 writes its part of the page, between ``.. begin scale`` and ``.. end scale``.
 
+``--lua-stages`` runs :mod:`benchmarks.lua_stages` instead: the server time of
+the write script's stages (reading the plan, the checks, the writes), from
+replayed create calls.
+
 ``--profile OP`` runs repocket's side of one operation under cProfile at the
 first size (default 10,000) and prints the top 15 functions by cumulative and by
 own time instead of the table. OP is one of bulk_create, get (2,000 gets), count
@@ -138,7 +142,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
-from benchmarks import memory, scale
+from benchmarks import lua_stages, memory, scale
 from benchmarks.common import (
     RunInfo,
     cpu_model,
@@ -1074,10 +1078,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="measure how fixed-size queries grow with the model instead (benchmarks.scale)")
     parser.add_argument("--scale-sizes", default=None,
                         help=f"model sizes of --scale, comma-separated (default {','.join(map(str, scale.SIZES))})")
+    parser.add_argument("--lua-stages", action="store_true",
+                        help="where the write script spends server time instead (benchmarks.lua_stages)")
     parser.add_argument("--page", type=Path, default=None,
                         help=f"write the results into this page (default after a full run: {PAGE})")
     parser.add_argument("--no-page", action="store_true", help="write no docs page")
     args = parser.parse_args(argv)
+    if args.lua_stages:
+        lua_stages.main(sys.stdout, min(args.reps, 3))
+        return 0
     if args.scale_sizes and not args.scale:
         args.scale = True
     if args.scale:

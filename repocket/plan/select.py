@@ -298,14 +298,14 @@ def order_candidates(meta: ModelOptions, ids: list[str], index_key: str, null_ke
 # O(candidates) on the server for every page (where the walk's tests cost O(entries walked)),
 # a round trip to delete it, and a write that a replica or a read-only ACL user refuses.
 
-#: Per candidate id read into Python: from one stored set (SMEMBERS, kept as bytes); through
+#: Per candidate id read into Python, from one stored set (SMEMBERS, kept as bytes); through
 #: :func:`candidate_ids` (decoded and checked); from a ``startswith`` range (``value NUL id``).
 READ_COST = 1
 CANDIDATE_COST = 2
 PREFIX_COST = 3
 #: Per index entry walked.
 WALK_COST = 1
-#: Per walked id tested against one stored set (SMISMEMBER: sent, tested, answered).
+#: Per walked id tested against one stored set with SMISMEMBER (sent, tested, answered).
 PROBE_COST = 2
 #: Per candidate whose score is read (ZMSCORE).
 SCORE_COST = 3
@@ -326,7 +326,7 @@ PROBE_KEYS = 8
 #: An ``in`` with more values than this is not counted (one SCARD each): half the records, say.
 COUNTED_KEYS = 64
 
-#: A page: ``(ids, True)``, the page's ids in order; or ``(ids, False)``, every candidate, to be
+#: A page is ``(ids, True)``, the page's ids in order; or ``(ids, False)``, every candidate, to be
 #: loaded, put in index order in Python and sliced (see :func:`page_records`).
 Page = tuple[list[str], bool]
 
@@ -646,7 +646,7 @@ def candidates_page(q: Query, index: _Index, wanted: set[bytes]) -> Plan[Page | 
     """A page of a candidate set already read (``startswith``, Pointer traversals, several ``in``).
 
     One round trip reads the sizes (and, when some record is None, which
-    candidates are); then :func:`_python_page`. When the index lacks some
+    candidates are); then ``_python_page``. When the index lacks some
     records (NaN), scores say which candidates they are; a Unicode index
     that lacks one is no order (None).
     """

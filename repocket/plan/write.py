@@ -48,7 +48,7 @@ class WriteJob:
         self.make_plan = make_plan
         #: A vanished record is an error (DoesNotExist), not something to write anew.
         self.must_exist = must_exist
-        #: The id was generated for this write: the script checks only that the record's own
+        #: Whether the id was generated for this write. The script then checks only that the record's own
         #: keys do not exist (the ``new`` check), and the job is planned again without it if they do.
         self.fresh = fresh
         #: The hash fields as we believe Redis holds them (None when we assume nothing is stored).
