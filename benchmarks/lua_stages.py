@@ -34,7 +34,7 @@ from repocket.io import scripts
 from repocket.plan import write
 from repocket.server import RedisServer
 
-__all__ = ["RECORDS", "STAGES", "main", "planned_calls", "stages"]
+__all__ = ["RECORDS", "main", "planned_calls", "stages"]
 
 #: Creates replayed per run.
 RECORDS = 3000
