@@ -32,7 +32,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +89,9 @@ _PRIVATE_UMASK = 0o077
 _SERVER_FILES = (LOG_NAME, PASSWORD_NAME, "appendonly.aof", "dump.rdb")
 _SERVER_DIRS = ("appendonlydir",)  # Redis 7 keeps its AOF files in there
 _PASSWORD_READ_TIMEOUT = 1.0
+#: Options ``extra_args`` may not set: the server stays on loopback, in its own directory
+#: (``include`` could read any of them from another file).
+_FIXED_OPTIONS = frozenset({"bind", "protected-mode", "dir", "include"})
 #: What a server that is not up yet answers (BusyLoadingError is a ConnectionError).
 _NOT_READY = (redis.ConnectionError, redis.TimeoutError)
 
@@ -301,6 +304,11 @@ class RedisServer:
         hash_max_value: keep hashes whose values are all at most this many
             bytes in Redis's compact encoding (``hash-max-ziplist-value``;
             Redis's default is 64, shorter than most repocket envelopes).
+        extra_args: more ``redis-server`` command-line arguments, appended after
+            all the others, e.g. ``["--cluster-enabled", "yes"]``. The first must
+            be an option (``--name``). Options that would move the server off
+            loopback or out of its directory (``--bind``, ``--protected-mode``,
+            ``--dir``, ``--include``) raise ``ValueError``.
 
     The data directory is ``0700`` and the server runs with umask ``077``, so
     every file it writes is ``0600``. The server keeps its port, socket and
@@ -319,6 +327,7 @@ class RedisServer:
         password: str | None = None,
         restrict_commands: bool = False,
         hash_max_value: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         if port is not None and unix_socket is not None:
             raise ValueError("give either port or unix_socket, not both")
@@ -334,6 +343,7 @@ class RedisServer:
         self._password = password
         self._restrict_commands = restrict_commands
         self._hash_max_value = hash_max_value
+        self._extra_args = _check_extra_args(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
         self._atexit_registered = False
 
@@ -555,6 +565,7 @@ class RedisServer:
                 args += ["--rename-command", command, ""]
         if self._hash_max_value is not None:  # the name Redis 6.2 knows; 7.x reads it as listpack's
             args += ["--hash-max-ziplist-value", str(self._hash_max_value)]
+        args += self._extra_args
         return args
 
     def _stdin_config(self) -> bytes | None:
@@ -703,6 +714,40 @@ class RedisServer:
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
+
+
+def _check_extra_args(extra_args: Sequence[str]) -> list[str]:
+    """Validate :class:`RedisServer`'s ``extra_args`` and return them as a list.
+
+    redis-server turns every argument starting with ``--`` into a config line
+    of its own, unquoted, and quotes the others as values: so an option name
+    must not hold whitespace (a newline would start another directive), and
+    none may name an option of :data:`_FIXED_OPTIONS`.
+
+    Raises:
+        ValueError: an argument is not a string, the first is not an option, or
+            an option is one of those or malformed.
+    """
+    if isinstance(extra_args, str):
+        raise ValueError("extra_args must be a sequence of arguments, not one string")
+    args = list(extra_args)
+    for arg in args:
+        if not isinstance(arg, str):
+            raise ValueError(f"extra_args must be strings, got {arg!r}")
+    if args and not args[0].startswith("--"):
+        raise ValueError(f"extra_args must start with an option (--name), not {args[0]!r}")
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].lower()
+        if not name or any(char.isspace() or not char.isprintable() for char in name):
+            raise ValueError(f"malformed option in extra_args: {arg!r}")
+        if name.split("=", 1)[0] in _FIXED_OPTIONS:
+            raise ValueError(
+                f"extra_args may not set --{name}: the server stays bound to loopback, "
+                "in protected mode, in its own directory"
+            )
+    return args
 
 
 class _AddressInUseError(RepocketError):

@@ -11,10 +11,20 @@ repocket gets these fixtures without a ``conftest.py``:
 - ``repocket_connection`` (function): repocket's global pool pointed at that
   database, yielding ``configure.get_connection()``.
 - ``redis_cli`` (session): the path of a ``redis-cli`` binary.
+- ``redis_cluster`` (session): a real Redis Cluster on loopback, 3 primaries with
+  1 replica each (:class:`~repocket.topology.LocalCluster`).
+- ``redis_sentinel`` (session): a primary, its replica and 3 sentinels
+  (:class:`~repocket.topology.LocalSentinel`).
+- ``redis_cluster_factory`` / ``redis_sentinel_factory`` (function): callables
+  that start a new cluster / Sentinel group, stopped at the end of the test,
+  for tests that kill nodes or fail over (which would spoil the shared ones).
 
 The server is ``--redis-url`` if given, else ``$REDIS_URL``, else one
 throwaway ``redis-server`` per session on a free loopback port, without
-persistence, started on first use and stopped by its PID at the end.
+persistence, started on first use and stopped by its PID at the end. The
+cluster and the Sentinel group are always started here, from the same
+``redis-server`` binary, on first use, and stopped by their PIDs at the end of
+the session (or of the test, for the factories).
 Importing this module starts nothing, and redis-py and repocket's modules are
 imported only when a fixture needs them, because pytest imports this plugin in
 every session of every project that has repocket installed.
@@ -23,8 +33,8 @@ every session of every project that has repocket installed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 
@@ -32,6 +42,16 @@ if TYPE_CHECKING:
     import redis as redis_py
 
     from repocket.server import RedisServer
+    from repocket.topology import LocalCluster, LocalSentinel
+
+
+
+class _Startable(Protocol):
+    def start(self) -> Any: ...
+    def stop(self) -> None: ...
+
+
+_Topology = TypeVar("_Topology", bound=_Startable)
 
 URL_OPTION = "--redis-url"
 URL_ENV = "REDIS_URL"
@@ -129,3 +149,71 @@ def redis_cli() -> str:
         return find_redis_cli()
     except ServerNotFoundError as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A real Redis Cluster on 127.0.0.1 (3 primaries, 1 replica each), shared by the session.
+
+    Do not kill its nodes or fail it over: use ``redis_cluster_factory`` for that.
+    """
+    from repocket.topology import LocalCluster
+
+    cluster = LocalCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[LocalSentinel]:
+    """A primary, its replica and 3 sentinels on 127.0.0.1, shared by the session.
+
+    Do not fail it over: use ``redis_sentinel_factory`` for that.
+    """
+    from repocket.topology import LocalSentinel
+
+    group = LocalSentinel(3)
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+@pytest.fixture
+def redis_cluster_factory() -> Iterator[Callable[..., LocalCluster]]:
+    """A callable taking :class:`~repocket.topology.LocalCluster`'s arguments; starts a new cluster.
+
+    Every cluster it started is stopped at the end of the test.
+    """
+    from repocket.topology import LocalCluster
+
+    yield from _factory(LocalCluster)
+
+
+@pytest.fixture
+def redis_sentinel_factory() -> Iterator[Callable[..., LocalSentinel]]:
+    """A callable taking :class:`~repocket.topology.LocalSentinel`'s arguments; starts a new group.
+
+    Every group it started is stopped at the end of the test.
+    """
+    from repocket.topology import LocalSentinel
+
+    yield from _factory(LocalSentinel)
+
+
+def _factory(kind: Callable[..., _Topology]) -> Iterator[Callable[..., _Topology]]:
+    """A starter of ``kind`` topologies, stopping every one it started when the generator closes."""
+    started: list[_Topology] = []
+
+    def start(*args: Any, **kwargs: Any) -> _Topology:
+        topology = kind(*args, **kwargs)
+        started.append(topology)
+        return topology.start()  # type: ignore[no-any-return]
+
+    try:
+        yield start
+    finally:
+        for topology in reversed(started):
+            topology.stop()
