@@ -9,6 +9,8 @@
     conn = configure.get_connection()          # a redis.Redis on the global pool
     aconn = configure.get_async_connection()   # in async code: a redis.asyncio.Redis
     server = await configure.aembedded()       # or configure.embedded(): a private server
+    configure.connection_pool(sentinels=[("10.0.0.5", 26379)], service_name="mymaster",
+                              wait_replicas=1)  # Sentinel: the current primary, WAIT after each write
 
 Models look the connection up when they run a command, not when they are
 declared, so models can be imported before ``configure`` is called. Every call
@@ -33,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import MaxConnectionsError, RedisError
@@ -41,7 +45,7 @@ from redis.retry import Retry
 if TYPE_CHECKING:
     from repocket.server import RedisServer
 
-__all__ = ["configure"]
+__all__ = ["DEFAULT_POLICY", "WritePolicy", "configure"]
 
 #: Each sync connection class and its redis.asyncio twin, for ``connection_class=``.
 _ASYNC_CONNECTION_CLASSES: dict[type[Any], type[Any]] = {
@@ -104,6 +108,41 @@ class WaitingConnectionPool(aioredis.ConnectionPool):
 
 
 @dataclass(frozen=True)
+class WritePolicy:
+    """How executors send a script call (every record write is one), from ``configure.connection_pool()``.
+
+    ``replicas``: after each call, ``WAIT replicas timeout_ms`` on the same
+    connection, and :exc:`~repocket.errors.ReplicationError` when fewer replicas
+    confirmed it. ``failover_seconds``: for how long a call refused by a
+    primary that was demoted (a Sentinel failover) is sent again, to the new
+    primary, before giving up.
+    """
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+    failover_seconds: float = 10.0
+
+
+#: No WAIT; a failover is waited for 10 s.
+DEFAULT_POLICY = WritePolicy()
+
+
+
+class _WaitingSentinelPool(WaitingConnectionPool, aiosentinel.SentinelConnectionPool):
+    """redis.asyncio's Sentinel pool (connections go to the service's current primary),
+    waiting for a free connection as :class:`WaitingConnectionPool` does."""
+
+
+@dataclass(frozen=True)
+class _Sentinel:
+    """Where Sentinel says the primary is: the sentinels, the service, options for talking to them."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    sentinel_kwargs: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class _Settings:
     """What ``connection_pool()`` was given, as pool options, so both flavours build alike.
 
@@ -114,9 +153,17 @@ class _Settings:
 
     url: str | None
     options: dict[str, Any]
+    sentinel: _Sentinel | None = None
+    policy: WritePolicy = DEFAULT_POLICY
 
     def sync_pool(self) -> redis.ConnectionPool:
         """A new ``redis.ConnectionPool`` with these settings (no connection opened yet)."""
+        if self.sentinel is not None:
+            found = self.sentinel
+            manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+                list(found.sentinels), sentinel_kwargs=found.sentinel_kwargs)
+            return redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+                found.service_name, manager, **self.options)
         if self.url is not None:
             return redis.ConnectionPool.from_url(self.url, **self.options)
         return redis.ConnectionPool(**self.options)
@@ -138,6 +185,14 @@ class _Settings:
         if "connection_class" in options:
             options["connection_class"] = _async_connection_class(options["connection_class"])
         options.setdefault("max_connections", 100)
+        if self.sentinel is not None:
+            found = self.sentinel
+            sentinel_kwargs = dict(found.sentinel_kwargs or {})
+            if "retry" in sentinel_kwargs:
+                sentinel_kwargs["retry"] = _async_retry(sentinel_kwargs["retry"])
+            manager = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+                list(found.sentinels), sentinel_kwargs=sentinel_kwargs or None)
+            return _WaitingSentinelPool(found.service_name, manager, **options)
         if self.url is not None:
             return WaitingConnectionPool.from_url(self.url, **options)
         return WaitingConnectionPool(**options)
@@ -207,6 +262,12 @@ class configure:  # noqa: N801 - the original API's name
         socket_connect_timeout: float | None = None,
         retry: Retry | None = None,
         max_connections: int | None = None,
+        sentinels: list[tuple[str, int]] | None = None,
+        service_name: str | None = None,
+        sentinel_kwargs: dict[str, Any] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        failover_timeout: float = 10.0,
         **kwargs: Any,
     ) -> redis.ConnectionPool:
         """Set the global redis connection pool, for sync and async code alike.
@@ -228,6 +289,24 @@ class configure:  # noqa: N801 - the original API's name
                 Default: 3 retries, exponential backoff.
             max_connections: the most connections the pool opens (each event
                 loop's async pool has the same limit).
+            sentinels: instead of a server, the ``(host, port)`` of Redis
+                Sentinels: each connection goes to the primary they name for
+                ``service_name``, asked again after a failover. ``db``,
+                credentials, TLS and timeouts apply to the primary;
+                ``sentinel_kwargs`` (say ``{"password": ...}``) to the sentinels.
+                A connection idle for more than a second is PINGed before it
+                is used (``health_check_interval=1`` unless given), since a
+                failover closes the old primary's clients.
+            service_name: the name the sentinels monitor the primary under.
+            wait_replicas: after every write (each save, delete, bulk batch,
+                increment or append is one script call), send ``WAIT
+                wait_replicas`` on the same connection, for at most
+                ``wait_timeout`` seconds, and raise
+                :exc:`~repocket.errors.ReplicationError` when fewer replicas
+                confirmed it. 0 (the default): no WAIT.
+            failover_timeout: for how many seconds a write refused by a primary
+                that was just demoted (``READONLY``, which means it ran nothing) is
+                sent again, to the primary Sentinel names next, before it raises.
             **kwargs: anything else ``redis.ConnectionPool`` accepts.
 
         Returns:
@@ -254,7 +333,24 @@ class configure:  # noqa: N801 - the original API's name
             "ssl_certfile": ssl_certfile,
             "ssl_keyfile": ssl_keyfile,
         }
-        if url is not None:
+        if not isinstance(wait_replicas, int) or isinstance(wait_replicas, bool) or wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be a whole number of replicas (0 or more), not {wait_replicas!r}")
+        if wait_timeout <= 0 or failover_timeout < 0:
+            raise ValueError("wait_timeout must be positive and failover_timeout not negative")
+        policy = WritePolicy(wait_replicas, max(int(wait_timeout * 1000), 1), failover_timeout)
+        sentinel = None
+        if sentinels is not None:
+            if url is not None or not service_name:
+                raise ValueError("sentinels= needs service_name= (the primary's name), and no url=")
+            sentinel = _Sentinel(tuple((str(h), int(p)) for h, p in sentinels), service_name, sentinel_kwargs)
+            options["db"] = db
+            # A failover closes the clients of the old primary: a connection idle for a second is
+            # PINGed before use, so that a write is not sent on one the server closed.
+            options.setdefault("health_check_interval", 1)
+            if ssl or any(v is not None for v in tls.values()):
+                options["ssl"] = True
+                options.update({k: v for k, v in tls.items() if v is not None})
+        elif url is not None:
             if url.startswith("rediss://"):
                 options.update({k: v for k, v in tls.items() if v is not None})
         else:
@@ -262,10 +358,16 @@ class configure:  # noqa: N801 - the original API's name
             if ssl or any(v is not None for v in tls.values()):
                 options["connection_class"] = redis.SSLConnection
                 options.update({k: v for k, v in tls.items() if v is not None})
-        settings = _Settings(url, options)
+        settings = _Settings(url, options, sentinel, policy)
         pool = settings.sync_pool()
         cls._install(settings, pool)
         return pool
+
+    @classmethod
+    def write_policy(cls) -> WritePolicy:
+        """How writes are sent under the current settings (``wait_replicas``, ``failover_timeout``)."""
+        settings = cls._settings
+        return settings.policy if settings is not None else DEFAULT_POLICY
 
     @classmethod
     def get_connection(cls) -> redis.Redis:

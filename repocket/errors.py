@@ -20,7 +20,8 @@ keeps working::
     ├── ConflictError                         a versioned record changed under you
     ├── ServerNotFoundError                   no redis-server binary to start
     └── RedisConnectionError (ConnectionError) Redis could not be reached (wraps redis-py)
-        └── RedisAuthenticationError          Redis refused the credentials
+        ├── RedisAuthenticationError          Redis refused the credentials
+        └── ReplicationError                  a write's WAIT saw too few replicas
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "MultipleObjectsReturned",
     "RedisAuthenticationError",
     "RedisConnectionError",
+    "ReplicationError",
     "RepocketActiveRecordDefinitionError",
     "RepocketError",
     "ServerNotFoundError",
@@ -152,6 +154,16 @@ class RedisConnectionError(RepocketError, ConnectionError):
     """Redis could not be reached or the connection broke; wraps the redis-py error.
 
     Also the builtin :class:`ConnectionError`, so ``except ConnectionError`` works.
+    """
+
+
+class ReplicationError(RedisConnectionError):
+    """A write was applied on the primary, but fewer replicas than ``wait_replicas`` confirmed it in time.
+
+    Raised after the write, by the ``WAIT`` that follows it: the write is in
+    the primary and may reach the replicas later, but if the primary fails
+    before they have it, it is lost. Also a :class:`RedisConnectionError`,
+    whose other cases leave a write's outcome unknown too.
     """
 
 

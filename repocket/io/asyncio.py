@@ -14,13 +14,25 @@ from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisPyConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from repocket import errors
+from repocket.connections import DEFAULT_POLICY, WritePolicy, configure
 from repocket.io import scripts
-from repocket.io.common import Driver, checked, evalsha
+from repocket.io.common import (
+    Demoted,
+    Driver,
+    FailoverClock,
+    check_replicas,
+    checked,
+    evalsha,
+    refused_as_replica,
+    replicas_enough,
+    script_target,
+)
 from repocket.io.errors import wrap_redis_error
 from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round, Sleep
 
@@ -89,21 +101,31 @@ async def _pipeline(client: aioredis.Redis, step: Pipeline) -> list[Any]:
 
 async def _script(client: aioredis.Redis, step: Eval) -> Any:
     script = scripts.get(step.script)
-    try:
+    policy = configure.write_policy()
+    what = script_target(step)
+    clock: FailoverClock | None = None
+    while True:
         try:
-            return await acall_once(client, *evalsha(step, script.sha))
-        except NoScriptError:  # first use on this server, a restart or a failover
-            await client.script_load(script.source)
-            return await acall_once(client, *evalsha(step, script.sha))
-    except RedisError as exc:
-        raise wrap_redis_error(exc, step.label, step.key) from exc
+            try:
+                return await acall_once(client, *evalsha(step, script.sha), policy=policy, what=what)
+            except NoScriptError:  # first use on this server, a restart or a failover
+                await client.script_load(script.source)
+                return await acall_once(client, *evalsha(step, script.sha), policy=policy, what=what)
+        except Demoted:  # nothing ran: call the primary Sentinel names next
+            clock = clock or FailoverClock(policy, what)
+            await asyncio.sleep(clock.pause())
+        except RedisError as exc:
+            raise wrap_redis_error(exc, step.label, step.key) from exc
 
 
-async def acall_once(client: aioredis.Redis, *command: Any) -> Any:
+async def acall_once(client: aioredis.Redis, *command: Any, policy: WritePolicy = DEFAULT_POLICY,
+                     what: str = "") -> Any:
     """Send one command and read its reply, never re-sending it; see :func:`repocket.io.sync.call_once`.
 
     Raises:
         RedisConnectionError: the reply was lost; the command may or may not have run.
+        ReplicationError: it ran, but too few replicas confirmed it.
+        Demoted: the server refused it as a replica (a Sentinel failover): it did not run.
     """
     pool = client.connection_pool
     connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -113,9 +135,28 @@ async def acall_once(client: aioredis.Redis, *command: Any) -> Any:
         except RedisPyConnectionError:
             await connection.disconnect()
             await connection.send_command(*command)
-        return await client.parse_response(connection, command[0])
-    except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
+        reply = await client.parse_response(connection, command[0])
+        if policy.replicas:
+            await connection.send_command("WAIT", policy.replicas, policy.timeout_ms)
+            confirmed = await client.parse_response(connection, "WAIT")
+            if not replicas_enough(confirmed, policy):
+                await _leave_old_primary(pool, connection)
+            check_replicas(confirmed, policy, what)
+        return reply
+    except (RedisPyConnectionError, RedisPyTimeoutError, ResponseError) as exc:
+        if refused_as_replica(exc) and isinstance(pool, SentinelConnectionPool):
+            await _leave_old_primary(pool, connection)
+            raise Demoted() from exc
+        if isinstance(exc, ResponseError):
+            raise  # Redis refused the command (NOSCRIPT, a script's error): the caller says what
         await connection.disconnect()
         raise errors.RedisConnectionError(scripts.UNKNOWN_OUTCOME.format(exc)) from exc
     finally:
         await pool.release(connection)
+
+
+async def _leave_old_primary(pool: Any, connection: Any) -> None:
+    """The async twin of :func:`repocket.io.sync._leave_old_primary`."""
+    if isinstance(pool, SentinelConnectionPool) and await pool.get_master_address() != (  # type: ignore[no-untyped-call]
+            connection.host, connection.port):
+        await connection.disconnect()

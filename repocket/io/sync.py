@@ -14,12 +14,24 @@ from typing import Any, TypeVar
 
 import redis
 from redis.exceptions import ConnectionError as RedisPyConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
+from redis.sentinel import SentinelConnectionPool
 
 from repocket import errors
+from repocket.connections import DEFAULT_POLICY, WritePolicy, configure
 from repocket.io import scripts
-from repocket.io.common import Driver, checked, evalsha
+from repocket.io.common import (
+    Demoted,
+    Driver,
+    FailoverClock,
+    check_replicas,
+    checked,
+    evalsha,
+    refused_as_replica,
+    replicas_enough,
+    script_target,
+)
 from repocket.io.errors import wrap_redis_error
 from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round, Sleep
 
@@ -85,25 +97,35 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
 
 def _script(client: redis.Redis, step: Eval) -> Any:
     script = scripts.get(step.script)
-    try:
+    policy = configure.write_policy()
+    what = script_target(step)
+    clock: FailoverClock | None = None
+    while True:
         try:
-            return call_once(client, *evalsha(step, script.sha))
-        except NoScriptError:  # first use on this server, a restart or a failover
-            client.script_load(script.source)
-            return call_once(client, *evalsha(step, script.sha))
-    except RedisError as exc:
-        raise wrap_redis_error(exc, step.label, step.key) from exc
+            try:
+                return call_once(client, *evalsha(step, script.sha), policy=policy, what=what)
+            except NoScriptError:  # first use on this server, a restart or a failover
+                client.script_load(script.source)
+                return call_once(client, *evalsha(step, script.sha), policy=policy, what=what)
+        except Demoted:  # nothing ran: call the primary Sentinel names next
+            clock = clock or FailoverClock(policy, what)
+            time.sleep(clock.pause())
+        except RedisError as exc:
+            raise wrap_redis_error(exc, step.label, step.key) from exc
 
 
-def call_once(client: redis.Redis, *command: Any) -> Any:
+def call_once(client: redis.Redis, *command: Any, policy: WritePolicy = DEFAULT_POLICY, what: str = "") -> Any:
     """Send one command and read its reply, never re-sending it once it may have run.
 
     redis-py retries a command whose connection broke, which would apply a
     write twice if the first one had run; this sends on a connection of its
-    own and gives up instead.
+    own and gives up instead. With ``policy.replicas``, a ``WAIT`` follows on
+    that connection (see :func:`~repocket.io.common.check_replicas`).
 
     Raises:
         RedisConnectionError: the reply was lost; the command may or may not have run.
+        ReplicationError: it ran, but too few replicas confirmed it.
+        Demoted: the server refused it as a replica (a Sentinel failover): it did not run.
     """
     pool = client.connection_pool
     connection: Any = pool.get_connection()  # connects (with the pool's retries) if needed
@@ -114,9 +136,29 @@ def call_once(client: redis.Redis, *command: Any) -> Any:
             # Nothing complete reached the server (a stale socket): one fresh try.
             connection.disconnect()
             connection.send_command(*command)
-        return client.parse_response(connection, command[0])  # type: ignore[no-untyped-call]
-    except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
+        reply = client.parse_response(connection, command[0])  # type: ignore[no-untyped-call]
+        if policy.replicas:
+            connection.send_command("WAIT", policy.replicas, policy.timeout_ms)
+            confirmed = client.parse_response(connection, "WAIT")  # type: ignore[no-untyped-call]
+            if not replicas_enough(confirmed, policy):
+                _leave_old_primary(pool, connection)
+            check_replicas(confirmed, policy, what)
+        return reply
+    except (RedisPyConnectionError, RedisPyTimeoutError, ResponseError) as exc:
+        if refused_as_replica(exc) and isinstance(pool, SentinelConnectionPool):
+            _leave_old_primary(pool, connection)
+            raise Demoted() from exc
+        if isinstance(exc, ResponseError):
+            raise  # Redis refused the command (NOSCRIPT, a script's error): the caller says what
         connection.disconnect()
         raise errors.RedisConnectionError(scripts.UNKNOWN_OUTCOME.format(exc)) from exc
     finally:
         pool.release(connection)
+
+
+def _leave_old_primary(pool: Any, connection: Any) -> None:
+    """After a short WAIT or a READONLY refusal on a Sentinel pool: if Sentinel names another primary
+    now (a failover), drop this connection and the idle ones, so that the next write goes to it."""
+    if isinstance(pool, SentinelConnectionPool) and pool.get_master_address() != (  # type: ignore[no-untyped-call]
+            connection.host, connection.port):
+        connection.disconnect()
