@@ -494,13 +494,16 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
             plan.write("bump")
         return plan
 
+    field = name.encode()
+    # What the instance loaded is the first guess at the stored value: when it is right, one call.
+    believed = {field: instance._stored[field]} if instance._stored and field in instance._stored else {}
     try:
-        yield from run_writes(meta, [WriteJob(make_plan, {}, must_exist=True)])
+        yield from run_writes(meta, [WriteJob(make_plan, dict(believed), must_exist=True)])
     except errors.ConflictError:
         if not state["check_version"]:
             raise
         state["check_version"] = False
-        yield from run_writes(meta, [WriteJob(make_plan, {}, must_exist=True)])
+        yield from run_writes(meta, [WriteJob(make_plan, dict(believed), must_exist=True)])
     else:
         if meta.versioned:
             instance._version = (instance._version or 0) + 1

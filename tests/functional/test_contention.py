@@ -230,10 +230,25 @@ def test_an_uncontended_save_delete_and_incr_are_one_round_trip_each(conn: redis
     Page.create(title="warm-up").incr("views")
     page = Page.create(title="p", views=1, rating=1.0)
     page.views, page.rating = 2, 2.0
-    for action in (page.save, lambda: page.incr("views"), page.delete):
+    for action in (page.save, lambda: page.incr("views"), lambda: page.incr("rating", 0.5), page.delete):
         with count_round_trips() as trips:
             action()
         assert trips.count == 1
+
+
+def test_a_float_increment_of_a_stale_instance_takes_one_more_round_trip(conn: redis_py.Redis) -> None:
+    """A Float is added in Python against the stored value the instance loaded: when another
+    writer changed it since, the guard misses once and the second call adds to the current value."""
+    page = Page.create(title="f", rating=1.0)
+    Page.objects.get(id=page.id).incr("rating", 10.0)
+    page.incr("rating", 0.5)  # (the script is loaded now)
+    other = Page.objects.get(id=page.id)
+    other.incr("rating", 1.0)
+    with count_round_trips() as trips:
+        assert page.incr("rating", 0.25) == 12.75
+    assert trips.count == 2
+    assert Page.objects.get(id=page.id).rating == 12.75
+    assert_clean(Page)
 
 
 def test_a_stale_versioned_save_still_conflicts(conn: redis_py.Redis) -> None:
