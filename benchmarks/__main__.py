@@ -1085,7 +1085,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-page", action="store_true", help="write no docs page")
     args = parser.parse_args(argv)
     if args.lua_stages:
-        lua_stages.main(sys.stdout, min(args.reps, 3))
+        lua_stages.main(Person, sys.stdout, min(args.reps, 3))
         return 0
     if args.scale_sizes and not args.scale:
         args.scale = True

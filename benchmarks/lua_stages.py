@@ -1,7 +1,7 @@
 """``python -m benchmarks --lua-stages``: where the write script spends the server's time.
 
 The write calls of 3,000 creates of the benchmark's ``Person`` (six fields, four
-indexed) are planned once, without sending them (``repocket.plan.write.save``
+indexed; passed in by ``benchmarks.__main__``) are planned once, without sending them (``repocket.plan.write.save``
 yields its script call). They are then replayed against variants of the
 ``write`` script, each alone in a flushed database, and ``INFO commandstats``
 gives the ``EVALSHA`` µs per record:
@@ -29,7 +29,7 @@ from typing import Any, TextIO
 import redis
 
 from benchmarks.common import tidy
-from repocket import ActiveRecord, attributes
+from repocket import ActiveRecord
 from repocket.io import scripts
 from repocket.plan import write
 from repocket.server import RedisServer
@@ -40,29 +40,16 @@ __all__ = ["RECORDS", "main", "planned_calls", "stages"]
 RECORDS = 3000
 
 
-class Person(ActiveRecord):
-    """The benchmark's record (benchmarks/__main__.py), under a namespace of its own."""
-
-    class Meta:
-        namespace = "bench-lua"
-
-    name = attributes.Unicode(index=True)
-    age = attributes.Integer(index=True)
-    city = attributes.Unicode(index=True)
-    bio = attributes.Unicode()
-    score = attributes.Float()
-    tag = attributes.Unicode(index=True)
-
-
-def planned_calls(batch: int, fresh: bool, seed: int = 1) -> list[tuple[list[str], list[Any]]]:
+def planned_calls(person: type[ActiveRecord], batch: int, fresh: bool,
+                  seed: int = 1) -> list[tuple[list[str], list[Any]]]:
     """The KEYS and ARGV of the write calls creating :data:`RECORDS` records, ``batch`` per call."""
     rng = random.Random(seed)
     calls = []
     for _ in range(RECORDS // batch):
-        people = [Person(id=uuid.uuid1(), name=f"p{rng.random()}", age=rng.randrange(90), city=rng.choice("abcdefgh"),
+        people = [person(id=uuid.uuid1(), name=f"p{rng.random()}", age=rng.randrange(90), city=rng.choice("abcdefgh"),
                          bio="x" * 30, score=rng.random(), tag=f"t{rng.randrange(50)}") for _ in range(batch)]
         ids = {str(p.id) for p in people} if fresh else set()
-        step = next(write.save(Person._meta, people, fresh=ids))
+        step = next(write.save(person._meta, people, fresh=ids))
         calls.append((list(step.keys), list(step.args)))
     return calls
 
@@ -91,15 +78,16 @@ def _replay(conn: redis.Redis, body: str, calls: Sequence[tuple[list[str], list[
     return int(stats.get("usec", 0)) / RECORDS
 
 
-def main(out: TextIO, reps: int = 3) -> None:
+def main(person: type[ActiveRecord], out: TextIO, reps: int = 3) -> None:
+    """Replay the creates of ``person`` (the benchmark's model) against every stage and print the table."""
     variants = stages()
     with RedisServer() as server:
         conn = redis.Redis.from_url(server.url)
-        out.write(f"write script, server µs per record (best of {reps}), {RECORDS:,} creates of {Person.__name__}\n")
+        out.write(f"write script, server µs per record (best of {reps}), {RECORDS:,} creates of {person.__name__}\n")
         out.write(f"{'case':<36}" + "".join(f"{name:>9}" for name in variants) + "\n")
         for batch in (1, 500):
             for fresh in (True, False):
-                calls = planned_calls(batch, fresh)
+                calls = planned_calls(person, batch, fresh)
                 best = {name: min(_replay(conn, body, calls) for _ in range(reps)) for name, body in variants.items()}
                 case = f"{batch} per call, {'generated ids (new)' if fresh else 'given ids (guards)'}"
                 out.write(f"{case:<36}" + "".join(f"{best[name]:9.1f}" for name in variants) + "\n")
