@@ -11,6 +11,7 @@
     server = await configure.aembedded()       # or configure.embedded(): a private server
     configure.connection_pool(sentinels=[("10.0.0.5", 26379)], service_name="mymaster",
                               wait_replicas=1)  # Sentinel: the current primary, WAIT after each write
+    configure.cluster(url="redis://10.0.0.7:7000")  # Redis Cluster: each model's keys in one slot
 
 Models look the connection up when they run a command, not when they are
 declared, so models can be imported before ``configure`` is called. Every call
@@ -35,12 +36,16 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
+import redis.cluster
 import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.retry import Retry
+
+from repocket import keys
 
 if TYPE_CHECKING:
     from repocket.server import RedisServer
@@ -143,6 +148,14 @@ class _Sentinel:
 
 
 @dataclass(frozen=True)
+class _Cluster:
+    """A Redis Cluster to start from: a node's URL, or ``(host, port)`` startup nodes."""
+
+    url: str | None
+    nodes: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class _Settings:
     """What ``connection_pool()`` was given, as pool options, so both flavours build alike.
 
@@ -155,6 +168,26 @@ class _Settings:
     options: dict[str, Any]
     sentinel: _Sentinel | None = None
     policy: WritePolicy = DEFAULT_POLICY
+    cluster: _Cluster | None = None
+
+    def cluster_client(self) -> redis.cluster.RedisCluster:
+        """A new ``redis.cluster.RedisCluster`` with these settings."""
+        assert self.cluster is not None
+        if self.cluster.url is not None:
+            return redis.cluster.RedisCluster.from_url(self.cluster.url, **self.options)
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in self.cluster.nodes]  # type: ignore[no-untyped-call]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, **self.options)
+
+    def async_client(self) -> aioredis.Redis:
+        """A new ``redis.asyncio`` client with these settings, for one event loop."""
+        if self.cluster is None:
+            return aioredis.Redis.from_pool(self.async_pool())
+        options = dict(self.options)
+        options["retry"] = _async_retry(options["retry"])
+        if self.cluster.url is not None:
+            return aiocluster.RedisCluster.from_url(self.cluster.url, **options)  # type: ignore[return-value]
+        nodes = [aiocluster.ClusterNode(host, port) for host, port in self.cluster.nodes]
+        return aiocluster.RedisCluster(startup_nodes=nodes, **options)  # type: ignore[return-value]
 
     def sync_pool(self) -> redis.ConnectionPool:
         """A new ``redis.ConnectionPool`` with these settings (no connection opened yet)."""
@@ -233,6 +266,7 @@ class configure:  # noqa: N801 - the original API's name
 
     _settings: _Settings | None = None
     _pool: redis.ConnectionPool | None = None
+    #: A ``redis.Redis`` on the pool, or the ``RedisCluster`` of :meth:`cluster`.
     _client: redis.Redis | None = None
     #: One client per running event loop; an entry goes when its loop is collected.
     _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
@@ -303,7 +337,8 @@ class configure:  # noqa: N801 - the original API's name
                 wait_replicas`` on the same connection, for at most
                 ``wait_timeout`` seconds, and raise
                 :exc:`~repocket.errors.ReplicationError` when fewer replicas
-                confirmed it. 0 (the default): no WAIT.
+                confirmed it. 0 (the default): no WAIT. A ``socket_timeout``
+                must then be longer than ``wait_timeout`` (else ValueError).
             failover_timeout: for how many seconds a write refused by a primary
                 that was just demoted (``READONLY``, which means it ran nothing) is
                 sent again, to the primary Sentinel names next, before it raises.
@@ -333,11 +368,7 @@ class configure:  # noqa: N801 - the original API's name
             "ssl_certfile": ssl_certfile,
             "ssl_keyfile": ssl_keyfile,
         }
-        if not isinstance(wait_replicas, int) or isinstance(wait_replicas, bool) or wait_replicas < 0:
-            raise ValueError(f"wait_replicas must be a whole number of replicas (0 or more), not {wait_replicas!r}")
-        if wait_timeout <= 0 or failover_timeout < 0:
-            raise ValueError("wait_timeout must be positive and failover_timeout not negative")
-        policy = WritePolicy(wait_replicas, max(int(wait_timeout * 1000), 1), failover_timeout)
+        policy = _write_policy(wait_replicas, wait_timeout, failover_timeout, socket_timeout)
         sentinel = None
         if sentinels is not None:
             if url is not None or not service_name:
@@ -362,6 +393,60 @@ class configure:  # noqa: N801 - the original API's name
         pool = settings.sync_pool()
         cls._install(settings, pool)
         return pool
+
+    @classmethod
+    def cluster(
+        cls,
+        url: str | None = None,
+        *,
+        nodes: list[tuple[str, int]] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        socket_timeout: float | None = None,
+        socket_connect_timeout: float | None = None,
+        retry: Retry | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        failover_timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> redis.cluster.RedisCluster:
+        """Point every model, sync and async, at a Redis Cluster.
+
+        Args:
+            url: a ``redis://`` or ``rediss://`` URL of any node; or
+            nodes: ``(host, port)`` of startup nodes. The cluster's other nodes
+                are discovered, and ``MOVED``/``ASK`` redirections followed.
+            username, password, socket_timeout, socket_connect_timeout, retry:
+                as for :meth:`connection_pool`; ``**kwargs`` go to
+                ``redis.cluster.RedisCluster`` (TLS options among them).
+            wait_replicas, wait_timeout: as for :meth:`connection_pool`, on the
+                primary each write went to.
+            failover_timeout: for how many seconds a write is called again while
+                the cluster answers that it did not run it: its primary was demoted,
+                or its slot is migrating (``TRYAGAIN``). ``MOVED`` and ``ASK``
+                are followed at once.
+
+        Keys then take the cluster layout (:mod:`repocket.keys`): each model's
+        keys carry one hash tag, so every write is one single-slot script call.
+        Data written under the standalone layout is not seen under this one.
+
+        Returns:
+            The sync ``RedisCluster`` client, also what :meth:`get_connection` returns.
+        """
+        if (url is None) == (nodes is None):
+            raise ValueError("configure.cluster() takes url= or nodes=, one of them")
+        options: dict[str, Any] = dict(kwargs)
+        for name, value in (("username", username), ("password", password), ("socket_timeout", socket_timeout),
+                            ("socket_connect_timeout", socket_connect_timeout)):
+            if value is not None:
+                options[name] = value
+        options["retry"] = retry if retry is not None else Retry(ExponentialBackoff(cap=1.0), 3)
+        options.setdefault("health_check_interval", 1)  # (a failover closes the old primary's connections)
+        found = _Cluster(url, tuple((str(h), int(p)) for h, p in nodes or ()))
+        settings = _Settings(None, options, None, _write_policy(wait_replicas, wait_timeout, failover_timeout, socket_timeout), found)
+        client = settings.cluster_client()
+        cls._install(settings, None, client)
+        return client
 
     @classmethod
     def write_policy(cls) -> WritePolicy:
@@ -413,7 +498,7 @@ class configure:  # noqa: N801 - the original API's name
                 if settings is not None:
                     # Built under the lock, so that a concurrent connection_pool()
                     # cannot leave a client of the old settings behind.
-                    client = aioredis.Redis.from_pool(settings.async_pool())
+                    client = settings.async_client()
                     for closed in [other for other in cls._async_clients if other.is_closed()]:
                         del cls._async_clients[closed]
                     cls._async_clients[loop] = client
@@ -483,17 +568,35 @@ class configure:  # noqa: N801 - the original API's name
         return server
 
     @classmethod
-    def _install(cls, settings: _Settings | None, pool: redis.ConnectionPool | None) -> None:
-        """Make ``settings`` and ``pool`` current; disconnect the old pool, drop the async clients."""
-        client = redis.Redis(connection_pool=pool) if pool is not None else None
+    def _install(cls, settings: _Settings | None, pool: redis.ConnectionPool | None, client: Any = None) -> None:
+        """Make ``settings`` and ``pool`` (or a cluster ``client``) current; disconnect the old
+        ones, drop the async clients, and give keys the layout of the new server."""
+        if client is None and pool is not None:
+            client = redis.Redis(connection_pool=pool)
         with cls._lock:
-            old = cls._pool
+            old, old_client = cls._pool, cls._client
             cls._settings, cls._pool, cls._client = settings, pool, client
+            keys.LAYOUT.cluster = settings is not None and settings.cluster is not None
             dropped = dict(cls._async_clients)
             cls._async_clients.clear()
         if old is not None:
             old.disconnect()
+        elif isinstance(old_client, redis.cluster.RedisCluster):
+            old_client.close()
         _close_on_this_loop(dropped)
+
+
+def _write_policy(wait_replicas: int, wait_timeout: float, failover_timeout: float,
+                  socket_timeout: float | None = None) -> WritePolicy:
+    """The WritePolicy of these options, or ValueError saying which is wrong."""
+    if not isinstance(wait_replicas, int) or isinstance(wait_replicas, bool) or wait_replicas < 0:
+        raise ValueError(f"wait_replicas must be a whole number of replicas (0 or more), not {wait_replicas!r}")
+    if wait_timeout <= 0 or failover_timeout < 0:
+        raise ValueError("wait_timeout must be positive and failover_timeout not negative")
+    if wait_replicas and socket_timeout is not None and socket_timeout <= wait_timeout:
+        raise ValueError(f"socket_timeout ({socket_timeout:g} s) must be longer than wait_timeout "
+                         f"({wait_timeout:g} s): a WAIT whose reply times out leaves the write's outcome unknown")
+    return WritePolicy(wait_replicas, max(int(wait_timeout * 1000), 1), failover_timeout)
 
 
 def _close_on_this_loop(clients: dict[asyncio.AbstractEventLoop, aioredis.Redis]) -> None:

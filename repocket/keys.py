@@ -23,8 +23,13 @@ holds it while it writes again, and deletes it in that write (see
 ``repocket/lua/write.lua`` and docs/consistency.rst).
 
 Bookkeeping segments start with ``_``, so they can never be mistaken for a
-UUID. Keeping the prefix in one function means a Redis Cluster hash tag can
-later wrap it, putting all of a model's keys in one slot.
+UUID.
+
+On a Redis Cluster (``configure.cluster()``) the prefix carries a hash tag
+naming the model and its partition, ``{repocket:<namespace>:<ModelName>:0}``,
+so that every key of a model hashes to one slot and each write stays one
+single-slot script call. Every other part of every key is the same. Only one
+partition per model is kept so far (``Meta.partitions = 1``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,22 @@ RECORD_PREFIX = "repocket"
 def model_prefix(namespace: str, model_name: str) -> str:
     """``repocket:<namespace>:<ModelName>``: what every key of the model starts with."""
     return f"{RECORD_PREFIX}:{namespace}:{model_name}"
+
+
+def cluster_prefix(prefix: str, partition: int = 0) -> str:
+    """``{<prefix>:<partition>}``: the prefix of a partition's keys on a Redis Cluster (one hash tag)."""
+    return f"{{{prefix}:{partition}}}"
+
+
+class _Layout:
+    """Whether keys take the cluster layout, set by ``configure.cluster()`` and cleared by ``connection_pool()``."""
+
+    cluster = False
+
+
+#: Which layout keys take now (``LAYOUT.cluster``), set by ``configure.cluster()`` and cleared by the
+#: other configuration calls. Read by :attr:`repocket.options.ModelOptions.prefix`.
+LAYOUT = _Layout()
 
 
 def record_key(prefix: str, pk: uuid.UUID | str) -> str:

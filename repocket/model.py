@@ -146,10 +146,16 @@ def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in vars(meta).items() if not k.startswith("_")} if meta else {}
     if "__namespace__" in namespace:
         options.setdefault("namespace", namespace["__namespace__"])
-    unknown = set(options) - {"namespace", "versioned", "format"}
+    unknown = set(options) - {"namespace", "versioned", "format", "partitions"}
     if unknown:
         raise errors.RepocketActiveRecordDefinitionError(
-            f"{label}.Meta: unknown options {sorted(unknown)}; known: format, namespace, versioned"
+            f"{label}.Meta: unknown options {sorted(unknown)}; known: format, namespace, partitions, versioned"
+        )
+    partitions = options.get("partitions", 1)
+    if type(partitions) is not int or partitions != 1:
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.Meta: partitions must be 1 (one partition per model, whose keys share one cluster "
+            f"slot), not {partitions!r}: spreading a model over several partitions is not supported yet"
         )
     ns = options.get("namespace")
     if ns is not None and (not isinstance(ns, str) or not ns or any(c in ns for c in ":{}*?[]\\ \n")):

@@ -30,7 +30,9 @@ class ModelOptions:
         self.model = model
         self.name = model.__name__
         self.namespace: str = options.get("namespace") or model.__module__
-        self.prefix = keys.model_prefix(self.namespace, self.name)
+        #: ``repocket:<namespace>:<ModelName>``, and its hash-tagged form on a cluster (see :mod:`repocket.keys`).
+        self.standalone_prefix = keys.model_prefix(self.namespace, self.name)
+        self.cluster_prefix = keys.cluster_prefix(self.standalone_prefix)
         self.label = f"{model.__module__}.{model.__qualname__}"
         self.fields = fields
         self.versioned: bool = bool(options.get("versioned", False))
@@ -48,8 +50,20 @@ class ModelOptions:
         self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]
         self.indexed = [name for name, attr in fields.items() if attr.index]
         self.unique = [name for name, attr in fields.items() if attr.unique]
-        self.ids_key = keys.ids_key(self.prefix)
-        self._key_start = self.prefix + ":"
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the model starts with, in the layout of the configured server."""
+        return self.cluster_prefix if keys.LAYOUT.cluster else self.standalone_prefix
+
+    @property
+    def ids_key(self) -> str:
+        """The set of every saved record's id."""
+        return keys.ids_key(self.prefix)
+
+    @property
+    def _key_start(self) -> str:
+        return self.prefix + ":"
 
     def key(self, pk: uuid.UUID | str) -> str:
         """The hash key of the record with primary key ``pk``."""

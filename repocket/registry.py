@@ -20,7 +20,7 @@ MODELS: dict[str, type[ActiveRecord]] = {}
 
 def register(model: type[ActiveRecord]) -> None:
     """Record a model; a second, different class with the same key prefix is an error."""
-    prefix = model._meta.prefix
+    prefix = model._meta.standalone_prefix
     existing = MODELS.get(prefix)
     if existing is not None and existing.__qualname__ != model.__qualname__:
         raise RepocketActiveRecordDefinitionError(

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -25,13 +26,15 @@ from repocket.io import scripts
 from repocket.io.common import (
     Demoted,
     Driver,
-    FailoverClock,
+    NotSent,
+    ScriptRetries,
     check_replicas,
     checked,
     evalsha,
     refused_as_replica,
     replicas_enough,
     script_target,
+    slot_groups,
 )
 from repocket.io.errors import wrap_redis_error
 from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round, Sleep
@@ -86,10 +89,23 @@ async def _pipeline(client: aioredis.Redis, step: Pipeline) -> list[Any]:
     try:
         if len(commands) == 1 and not step.transaction:
             only = commands[0]
+            target: Any = client
+            if isinstance(client, RedisCluster) and only.args[0] == "SCAN":  # on the node of the model's slot
+                await client.initialize()
+                target = client.get_node_from_key(only.key)
             try:
-                return [await client.execute_command(*only.args, **only.options)]  # type: ignore[no-untyped-call]
+                return [await target.execute_command(*only.args, **only.options)]
             except RedisError as exc:
                 raise wrap_redis_error(exc, step.label, only.key) from exc
+        if step.transaction and isinstance(client, RedisCluster):
+            replies: list[Any] = [None] * len(commands)
+            for group in slot_groups(step, client.keyslot):  # one MULTI per slot
+                async with client.pipeline(transaction=True) as pipe:
+                    for position in group:
+                        pipe.execute_command(*commands[position].args, **commands[position].options)
+                    for position, reply in zip(group, await pipe.execute(raise_on_error=False)):
+                        replies[position] = reply
+            return checked(step, replies)
         async with client.pipeline(transaction=step.transaction) as pipe:
             for command in commands:
                 pipe.execute_command(*command.args, **command.options)  # type: ignore[no-untyped-call]
@@ -103,19 +119,62 @@ async def _script(client: aioredis.Redis, step: Eval) -> Any:
     script = scripts.get(step.script)
     policy = configure.write_policy()
     what = script_target(step)
-    clock: FailoverClock | None = None
+    retries = ScriptRetries(policy, step, isinstance(client, RedisCluster),
+                            isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool))
     while True:
         try:
+            pool, parse, load = await _script_node(client, step, retries.ask)
+            asking = retries.ask is not None
             try:
-                return await acall_once(client, *evalsha(step, script.sha), policy=policy, what=what)
+                return await _call_once(pool, parse, *evalsha(step, script.sha), policy=policy, what=what,
+                                        asking=asking)
             except NoScriptError:  # first use on this server, a restart or a failover
-                await client.script_load(script.source)
-                return await acall_once(client, *evalsha(step, script.sha), policy=policy, what=what)
-        except Demoted:  # nothing ran: call the primary Sentinel names next
-            clock = clock or FailoverClock(policy, what)
-            await asyncio.sleep(clock.pause())
-        except RedisError as exc:
-            raise wrap_redis_error(exc, step.label, step.key) from exc
+                await load(script.source)
+                return await _call_once(pool, parse, *evalsha(step, script.sha), policy=policy, what=what,
+                                        asking=asking)
+        except (Demoted, NotSent, RedisError) as exc:
+            pause = retries.after(exc)  # (raises unless the call did not run and may be sent again)
+            if retries.refresh:
+                await client.nodes_manager.initialize()  # type: ignore[attr-defined]
+            if pause:
+                await asyncio.sleep(pause)
+
+
+class _NodePool:
+    """A cluster node's connections, lent as a pool lends them to :func:`_call_once`."""
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    async def get_connection(self) -> Any:
+        connection = self._node.acquire_connection()
+        try:
+            await connection.connect()
+        except BaseException:
+            await connection.disconnect()
+            self._node.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        self._node.release(connection)
+
+
+async def _script_node(client: aioredis.Redis, step: Eval, ask: tuple[str, int] | None) -> tuple[Any, Any, Any]:
+    """Where a script call goes: ``(pool, parse_response, script_load)`` of ``client``, or on a
+    cluster of the primary of its keys' slot (all of a call's keys share one), or of the node an ASK named."""
+    if not isinstance(client, RedisCluster):
+        return client.connection_pool, client.parse_response, client.script_load
+    await client.initialize()
+    node = client.get_node(host=ask[0], port=ask[1]) if ask else client.get_node_from_key(step.keys[0])
+    if node is None:
+        await client.nodes_manager.initialize()
+        node = client.get_node(host=ask[0], port=ask[1]) if ask else client.get_node_from_key(step.keys[0])
+
+    async def load(source: str) -> Any:
+        return await node.execute_command("SCRIPT", "LOAD", source)
+
+    return _NodePool(node), node.parse_response, load
 
 
 async def acall_once(client: aioredis.Redis, *command: Any, policy: WritePolicy = DEFAULT_POLICY,
@@ -127,18 +186,29 @@ async def acall_once(client: aioredis.Redis, *command: Any, policy: WritePolicy 
         ReplicationError: it ran, but too few replicas confirmed it.
         Demoted: the server refused it as a replica (a Sentinel failover): it did not run.
     """
-    pool = client.connection_pool
-    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+    return await _call_once(client.connection_pool, client.parse_response, *command, policy=policy, what=what)
+
+
+async def _call_once(pool: Any, parse: Any, *command: Any, policy: WritePolicy = DEFAULT_POLICY, what: str = "",
+                     asking: bool = False) -> Any:
+    """:func:`acall_once` on a connection of ``pool``, its replies read by ``parse``."""
+    connection: Any = await pool.get_connection()
     try:
+        if asking:  # a cluster node importing the slot serves the next command (ASK)
+            await connection.send_command("ASKING")
+            await parse(connection, "ASKING")
         try:
             await connection.send_command(*command)
         except RedisPyConnectionError:
             await connection.disconnect()
-            await connection.send_command(*command)
-        reply = await client.parse_response(connection, command[0])
+            try:
+                await connection.send_command(*command)
+            except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
+                raise NotSent() from exc  # (a command that did not reach Redis whole did not run)
+        reply = await parse(connection, command[0])
         if policy.replicas:
             await connection.send_command("WAIT", policy.replicas, policy.timeout_ms)
-            confirmed = await client.parse_response(connection, "WAIT")
+            confirmed = await parse(connection, "WAIT")
             if not replicas_enough(confirmed, policy):
                 await _leave_old_primary(pool, connection)
             check_replicas(confirmed, policy, what)
@@ -157,6 +227,11 @@ async def acall_once(client: aioredis.Redis, *command: Any, policy: WritePolicy 
 
 async def _leave_old_primary(pool: Any, connection: Any) -> None:
     """The async twin of :func:`repocket.io.sync._leave_old_primary`."""
-    if isinstance(pool, SentinelConnectionPool) and await pool.get_master_address() != (  # type: ignore[no-untyped-call]
-            connection.host, connection.port):
+    if not isinstance(pool, SentinelConnectionPool):
+        return
+    try:  # best effort: the caller raises for the write whatever Sentinel answers
+        primary = await pool.get_master_address()  # type: ignore[no-untyped-call]
+    except RedisError:
+        return
+    if primary != (connection.host, connection.port):
         await connection.disconnect()

@@ -4,10 +4,12 @@ decisions around a script call (WAIT for replicas, calling again after a failove
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import AskError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisPyConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from repocket import errors
 from repocket.io.errors import wrap_redis_error
@@ -15,6 +17,10 @@ from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round
 
 if TYPE_CHECKING:
     from repocket.connections import WritePolicy
+
+
+class NotSent(Exception):
+    """A script call that never reached the server whole (its send failed): it did not run."""
 
 
 class Demoted(Exception):
@@ -38,6 +44,18 @@ def refused_as_replica(exc: BaseException) -> bool:
     return isinstance(exc, RedisPyConnectionError) and isinstance(exc.__context__, ReadOnlyError)
 
 
+#: How many MOVED/ASK redirections one script call follows before it gives up.
+MAX_REDIRECTS = 5
+
+
+def redirection(exc: BaseException) -> tuple[str, str, int] | None:
+    """``("MOVED" or "ASK", host, port)`` when a cluster node answered that the slot is served
+    elsewhere (the command did not run there), else None."""
+    if not isinstance(exc, AskError):  # (MovedError is an AskError)
+        return None
+    return ("MOVED" if type(exc).__name__ == "MovedError" else "ASK"), exc.host, int(exc.port)
+
+
 def replicas_enough(confirmed: Any, policy: WritePolicy) -> bool:
     """Whether ``WAIT`` answered at least as many replicas as the policy asks."""
     return int(confirmed) >= policy.replicas
@@ -53,25 +71,78 @@ def check_replicas(confirmed: Any, policy: WritePolicy, what: str) -> None:
         )
 
 
-class FailoverClock:
-    """The pauses between calls of a script refused by a demoted primary: growing, within the budget."""
+class ScriptRetries:
+    """What to do after a script call failed without running: when to call again, and where.
 
-    def __init__(self, policy: WritePolicy, what: str) -> None:
-        self._deadline = time.monotonic() + policy.failover_seconds
+    Both executors ask :meth:`after` about each failure. A call is only sent
+    again when it is known not to have run: refused as a replica (a Sentinel
+    failover, :class:`Demoted`), redirected by a cluster node (``MOVED``: ask
+    the cluster for its slots again; ``ASK``: call the importing node, after
+    ``ASKING``), told to try again while its slot migrates (``TRYAGAIN``), or
+    unable to reach the slot's primary before sending (a cluster failover).
+    Waits grow from 50 ms to 1 s, for ``policy.failover_seconds`` in all.
+    """
+
+    def __init__(self, policy: WritePolicy, step: Eval, cluster: bool, sentinel: bool = False) -> None:
+        self._policy, self._step, self._cluster, self._sentinel = policy, step, cluster, sentinel
+        self._deadline: float | None = None
         self._pause = 0.05
-        self._what = what
-        self._seconds = policy.failover_seconds
+        self._redirects = 0
+        #: The node an ASK named, for the next call only.
+        self.ask: tuple[str, int] | None = None
+        #: Whether the cluster's slots must be read again before the next call (after MOVED).
+        self.refresh = False
 
-    def pause(self) -> float:
-        """Seconds to wait before calling again; RedisConnectionError once the budget is spent."""
-        left = self._deadline - time.monotonic()
+    def after(self, exc: BaseException) -> float:
+        """Seconds to wait before calling again (0: at once); raises the caller's error when it must not be."""
+        self.refresh, step = False, self._step
+        if isinstance(exc, Demoted):
+            return self._wait("the primary was demoted and no new primary took the write")
+        moved = redirection(exc) if self._cluster else None
+        if moved is not None and self._redirects < MAX_REDIRECTS:
+            self._redirects += 1
+            self.refresh = moved[0] == "MOVED"
+            self.ask = None if self.refresh else (moved[1], moved[2])
+            return 0.0
+        if self._cluster and isinstance(exc, TryAgainError):
+            self.ask = None
+            return self._wait("its slot kept migrating between cluster nodes")
+        unsent = isinstance(exc, (NotSent, RedisPyConnectionError, RedisPyTimeoutError))
+        if unsent and (self._cluster or self._sentinel):
+            # It never reached the server (a lost reply raises RedisConnectionError, which is
+            # not retried): its primary is down, and a replica may be taking over.
+            self.ask, self.refresh = None, self._cluster
+            return self._wait("its primary could not be reached and no replica took over")
+        if isinstance(exc, NotSent):
+            raise errors.RedisConnectionError(
+                f"{script_target(step)}: could not send the write to Redis ({exc.__cause__}); nothing was written"
+            ) from exc.__cause__
+        raise wrap_redis_error(exc, step.label, step.key) from exc
+
+    def _wait(self, why: str) -> float:
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self._policy.failover_seconds
+        left = self._deadline - now
         if left <= 0:
             raise errors.RedisConnectionError(
-                f"{self._what}: the primary was demoted and no new primary took the write within "
-                f"{self._seconds:g} s; nothing was written"
+                f"{script_target(self._step)}: {why} within {self._policy.failover_seconds:g} s; nothing was written"
             )
         pause, self._pause = min(self._pause, left), min(self._pause * 2, 1.0)
         return pause
+
+
+def slot_groups(step: Pipeline, keyslot: Callable[[str], int]) -> list[list[int]]:
+    """The positions of a transaction's commands grouped by their keys' cluster slot, in order.
+
+    A cluster runs a MULTI on one slot only; what a transaction of repocket's
+    must keep together (a record's hash and its ByteStreams) shares a slot, so
+    each group is sent as a transaction of its own.
+    """
+    groups: dict[int, list[int]] = {}
+    for position, command in enumerate(step.commands):
+        groups.setdefault(keyslot(command.key or ""), []).append(position)
+    return list(groups.values())
 
 
 def checked(step: Pipeline, replies: list[Any]) -> list[Any]:

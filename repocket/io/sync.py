@@ -13,6 +13,7 @@ from collections.abc import Generator
 from typing import Any, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
@@ -24,13 +25,15 @@ from repocket.io import scripts
 from repocket.io.common import (
     Demoted,
     Driver,
-    FailoverClock,
+    NotSent,
+    ScriptRetries,
     check_replicas,
     checked,
     evalsha,
     refused_as_replica,
     replicas_enough,
     script_target,
+    slot_groups,
 )
 from repocket.io.errors import wrap_redis_error
 from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round, Sleep
@@ -82,10 +85,22 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
     try:
         if len(commands) == 1 and not step.transaction:
             only = commands[0]
+            target = client
+            if isinstance(client, RedisCluster) and only.args[0] == "SCAN":  # on the node of the model's slot
+                target = client.get_redis_connection(client.get_node_from_key(only.key))
             try:
-                return [client.execute_command(*only.args, **only.options)]  # type: ignore[no-untyped-call]
+                return [target.execute_command(*only.args, **only.options)]  # type: ignore[no-untyped-call]
             except RedisError as exc:
                 raise wrap_redis_error(exc, step.label, only.key) from exc
+        if step.transaction and isinstance(client, RedisCluster):
+            replies: list[Any] = [None] * len(commands)
+            for group in slot_groups(step, client.keyslot):  # one MULTI per slot
+                pipe = client.pipeline(transaction=True)
+                for position in group:
+                    pipe.execute_command(*commands[position].args, **commands[position].options)
+                for position, reply in zip(group, pipe.execute(raise_on_error=False)):
+                    replies[position] = reply
+            return checked(step, replies)
         pipe = client.pipeline(transaction=step.transaction)
         for command in commands:
             pipe.execute_command(*command.args, **command.options)  # type: ignore[no-untyped-call]
@@ -99,22 +114,42 @@ def _script(client: redis.Redis, step: Eval) -> Any:
     script = scripts.get(step.script)
     policy = configure.write_policy()
     what = script_target(step)
-    clock: FailoverClock | None = None
+    retries = ScriptRetries(policy, step, isinstance(client, RedisCluster),
+                            isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool))
     while True:
         try:
+            target = _script_client(client, step, retries.ask)
+            asking = retries.ask is not None
             try:
-                return call_once(client, *evalsha(step, script.sha), policy=policy, what=what)
+                return call_once(target, *evalsha(step, script.sha), policy=policy, what=what, asking=asking)
             except NoScriptError:  # first use on this server, a restart or a failover
-                client.script_load(script.source)
-                return call_once(client, *evalsha(step, script.sha), policy=policy, what=what)
-        except Demoted:  # nothing ran: call the primary Sentinel names next
-            clock = clock or FailoverClock(policy, what)
-            time.sleep(clock.pause())
-        except RedisError as exc:
-            raise wrap_redis_error(exc, step.label, step.key) from exc
+                target.script_load(script.source)
+                return call_once(target, *evalsha(step, script.sha), policy=policy, what=what, asking=asking)
+        except (Demoted, NotSent, RedisError) as exc:
+            pause = retries.after(exc)  # (raises unless the call did not run and may be sent again)
+            if retries.refresh:
+                client.nodes_manager.initialize()  # type: ignore[attr-defined]
+            if pause:
+                time.sleep(pause)
 
 
-def call_once(client: redis.Redis, *command: Any, policy: WritePolicy = DEFAULT_POLICY, what: str = "") -> Any:
+def _script_client(client: redis.Redis, step: Eval, ask: tuple[str, int] | None) -> redis.Redis:
+    """The client of the node a script call goes to: on a cluster, the primary of its keys' slot
+    (all of a call's keys share one), or the node an ASK named; else ``client`` itself."""
+    if not isinstance(client, RedisCluster):
+        return client
+    if ask is not None:
+        node = client.get_node(host=ask[0], port=ask[1])
+        if node is None:
+            client.nodes_manager.initialize()
+            node = client.get_node(host=ask[0], port=ask[1])
+    else:
+        node = client.get_node_from_key(step.keys[0])
+    return client.get_redis_connection(node)  # type: ignore[no-any-return]
+
+
+def call_once(client: redis.Redis, *command: Any, policy: WritePolicy = DEFAULT_POLICY, what: str = "",
+              asking: bool = False) -> Any:
     """Send one command and read its reply, never re-sending it once it may have run.
 
     redis-py retries a command whose connection broke, which would apply a
@@ -130,12 +165,18 @@ def call_once(client: redis.Redis, *command: Any, policy: WritePolicy = DEFAULT_
     pool = client.connection_pool
     connection: Any = pool.get_connection()  # connects (with the pool's retries) if needed
     try:
+        if asking:  # a cluster node importing the slot serves the next command (ASK)
+            connection.send_command("ASKING")
+            client.parse_response(connection, "ASKING")  # type: ignore[no-untyped-call]
         try:
             connection.send_command(*command)
         except RedisPyConnectionError:
             # Nothing complete reached the server (a stale socket): one fresh try.
             connection.disconnect()
-            connection.send_command(*command)
+            try:
+                connection.send_command(*command)
+            except (RedisPyConnectionError, RedisPyTimeoutError) as exc:
+                raise NotSent() from exc  # (a command that did not reach Redis whole did not run)
         reply = client.parse_response(connection, command[0])  # type: ignore[no-untyped-call]
         if policy.replicas:
             connection.send_command("WAIT", policy.replicas, policy.timeout_ms)
@@ -159,6 +200,11 @@ def call_once(client: redis.Redis, *command: Any, policy: WritePolicy = DEFAULT_
 def _leave_old_primary(pool: Any, connection: Any) -> None:
     """After a short WAIT or a READONLY refusal on a Sentinel pool: if Sentinel names another primary
     now (a failover), drop this connection and the idle ones, so that the next write goes to it."""
-    if isinstance(pool, SentinelConnectionPool) and pool.get_master_address() != (  # type: ignore[no-untyped-call]
-            connection.host, connection.port):
+    if not isinstance(pool, SentinelConnectionPool):
+        return
+    try:  # best effort: the caller raises for the write whatever Sentinel answers
+        primary = pool.get_master_address()  # type: ignore[no-untyped-call]
+    except RedisError:
+        return
+    if primary != (connection.host, connection.port):
         connection.disconnect()

@@ -60,7 +60,8 @@ def _scan_keys(meta: ModelOptions) -> Plan[list[str]]:
     found: list[str] = []
     cursor = 0
     while True:
-        cursor, batch = (yield one("SCAN", cursor, "MATCH", pattern, "COUNT", 1000, label=meta.label))[0]
+        cursor, batch = (yield one("SCAN", cursor, "MATCH", pattern, "COUNT", 1000, key=meta.prefix,
+                                   label=meta.label))[0]
         found.extend(key.decode() if isinstance(key, bytes) else key for key in batch)
         if int(cursor) == 0:
             return found

@@ -81,6 +81,7 @@ def test_without_wait_replicas_no_wait_is_sent(repocket_connection: redis_py.Red
 
 @pytest.mark.parametrize("options", [{"wait_replicas": -1}, {"wait_replicas": 1.5}, {"wait_replicas": True},
                                      {"wait_timeout": 0}, {"failover_timeout": -1},
+                                     {"wait_replicas": 1, "wait_timeout": 2, "socket_timeout": 1},
                                      {"sentinels": [("127.0.0.1", 26379)]},
                                      {"sentinels": [("127.0.0.1", 26379)], "service_name": "m",
                                       "url": "redis://127.0.0.1:6379"}])

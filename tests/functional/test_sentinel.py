@@ -61,7 +61,7 @@ def test_crud_goes_to_the_primary_sentinel_names(sentinel_group: LocalSentinel) 
 
 
 def test_with_wait_replicas_a_write_that_returned_is_on_the_replica(sentinel_group: LocalSentinel) -> None:
-    _configure(sentinel_group, wait_replicas=1, wait_timeout=5)
+    _configure(sentinel_group, wait_replicas=1, wait_timeout=2)
     tickets = Ticket.objects.bulk_create([Ticket(seat=f"B{i}", sold=i) for i in range(20)])
     primary = sentinel_group.primary_address()
     replicas = [s for s in sentinel_group.servers if s.port != primary[1]]
