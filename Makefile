@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-scale docs lint typecheck clean
+.PHONY: test demo bench bench-scale bench-cluster docs lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(STAMP)  ## repocket vs two hand-written redis-py programs on one real s
 
 bench-scale: $(STAMP)  ## how fixed-size queries grow from 10,000 to 1,000,000 records
 	$(BIN)/python -m benchmarks --scale
+
+bench-cluster: $(STAMP)  ## repocket vs a hand-written RedisCluster program on a local 3+3 cluster
+	$(BIN)/python -m benchmarks --cluster
 
 docs: $(STAMP)  ## build the Sphinx docs, warnings are errors
 	$(BIN)/python -m sphinx -W -n --keep-going -b html docs docs/_build/html

@@ -107,6 +107,11 @@ time of fixed-size queries grows with the model (10,000, 100,000 and 1,000,000
 records by default, ``--scale-sizes`` to choose); with the default sizes it
 writes its part of the page, between ``.. begin scale`` and ``.. end scale``.
 
+``--cluster`` runs :mod:`benchmarks.cluster` instead (``make bench-cluster``):
+repocket and the minimal program on a local Redis Cluster of 3 primaries and 3
+replicas; it writes its part of the page, between ``.. begin cluster`` and
+``.. end cluster``.
+
 ``--lua-stages`` runs :mod:`benchmarks.lua_stages` instead: the server time of
 the write script's stages (reading the plan, the checks, the writes), from
 replayed create calls.
@@ -142,7 +147,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
-from benchmarks import lua_stages, memory, scale
+from benchmarks import cluster, lua_stages, memory, scale
 from benchmarks.common import (
     RunInfo,
     cpu_model,
@@ -1078,12 +1083,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="measure how fixed-size queries grow with the model instead (benchmarks.scale)")
     parser.add_argument("--scale-sizes", default=None,
                         help=f"model sizes of --scale, comma-separated (default {','.join(map(str, scale.SIZES))})")
+    parser.add_argument("--cluster", action="store_true",
+                        help="repocket against a hand-written RedisCluster program on a local cluster instead")
     parser.add_argument("--lua-stages", action="store_true",
                         help="where the write script spends server time instead (benchmarks.lua_stages)")
     parser.add_argument("--page", type=Path, default=None,
                         help=f"write the results into this page (default after a full run: {PAGE})")
     parser.add_argument("--no-page", action="store_true", help="write no docs page")
     args = parser.parse_args(argv)
+    if args.cluster:
+        return cluster.main(Person, min(args.reps, 3), None if args.no_page else args.page or PAGE)
     if args.lua_stages:
         lua_stages.main(Person, sys.stdout, min(args.reps, 3))
         return 0

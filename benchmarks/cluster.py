@@ -1,0 +1,136 @@
+"""``python -m benchmarks --cluster`` (``make bench-cluster``): repocket on a local Redis Cluster.
+
+A :class:`~repocket.topology.LocalCluster` (3 primaries, 3 replicas, on
+loopback) is started; repocket is pointed at it with ``configure.cluster()``,
+and the minimal program (:class:`benchmarks.minimal.Minimal`, plain values,
+one set per indexed value, MULTI/EXEC pipelines) runs on a
+``redis.cluster.RedisCluster`` client under the hash-tagged prefix
+``{bench-minimal:0}``, so that its keys share one slot too, as repocket's do.
+Both run the same operations on the benchmark's ``Person`` (passed in by
+``benchmarks.__main__``), best of ``--reps`` runs, and the ratio of their times is
+printed with the targets of issue 10: get and create one by one at most 1.3
+times the hand-written program, an indexed filter and filter + order_by at
+most 1.5 times. With ``--page`` (the default after a full run) the table goes
+into ``docs/performance.rst`` between ``.. begin cluster`` and ``.. end cluster``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from redis.cluster import RedisCluster
+
+from benchmarks.common import RunInfo, fill, rst_table, tidy, timed, write_block
+from benchmarks.minimal import Minimal
+from repocket import ActiveRecord, configure
+from repocket.topology import LocalCluster
+
+__all__ = ["BEGIN", "END", "N", "TARGETS", "main", "measure", "render", "write_cluster"]
+
+#: Records loaded; creates, gets and deletes timed one by one.
+N = 5000
+ONE_BY_ONE = 1000
+#: The largest acceptable repocket / hand-written ratio (None: measured, no target).
+TARGETS: dict[str, float | None] = {
+    "bulk create": None, "create one by one": 1.3, "get by id": 1.3, "count": None,
+    "filter (~25%)": 1.5, "filter + order_by": 1.5,
+}
+BEGIN = ".. begin cluster"
+BEGIN_LINE = f"{BEGIN}: written by make bench-cluster, benchmarks/cluster.py"
+END = ".. end cluster"
+CITIES = ("London", "Paris", "Berlin", "Rome")
+
+
+def _rows(count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [{"name": f"p{rng.randrange(10**9)}", "age": rng.randrange(90), "city": rng.choice(CITIES),
+             "bio": "x" * 40, "score": rng.random(), "tag": f"t{rng.randrange(N // 100)}"} for _ in range(count)]
+
+
+def _best(reps: int, fn: Callable[[], Any]) -> float:
+    return min(timed(fn)[0] for _ in range(reps))
+
+
+def main(person: type[ActiveRecord], reps: int, page: Path | None) -> int:
+    """Run both sides on a fresh local cluster, print the table and, with ``page``, write it there."""
+    load_at_start = os.getloadavg()[0]
+    with LocalCluster() as topology:
+        client = configure.cluster(url=topology.url)
+        hand = Minimal(RedisCluster.from_url(topology.url, decode_responses=True), "{bench-minimal:0}")
+        try:
+            rows = measure(person, hand, reps)
+            info = RunInfo.measure(client.get_redis_connection(client.get_primaries()[0]), load_at_start)
+        finally:
+            configure.reset()
+    text = render(rows, info)
+    print(text)
+    if page is not None:
+        page.write_text(write_cluster(page.read_text(encoding="utf-8"), text), encoding="utf-8")
+        print(f"wrote the cluster results into {page}", file=sys.stderr)
+    return 0
+
+
+def measure(person: type[ActiveRecord], hand: Minimal, reps: int) -> list[tuple[str, float, float]]:
+    """``(operation, repocket µs, hand-written µs)`` per record (per call for get and count)."""
+    out: list[tuple[str, float, float]] = []
+    rows = _rows(N, 1)
+
+    def loaded() -> None:  # both sides hold the same N records before each run
+        for primary in hand.r.get_primaries():
+            hand.r.get_redis_connection(primary).flushall()
+
+    loaded()
+    rp_bulk = _best(1, lambda: person.objects.bulk_create([person(**row) for row in rows], batch_size=500))
+    mn_bulk = _best(1, lambda: hand.bulk_create(rows))
+    out.append(("bulk create", rp_bulk / N * 1e6, mn_bulk / N * 1e6))
+    extra = _rows(ONE_BY_ONE, 2)
+    rp_one = _best(1, lambda: [person.objects.create(**row) for row in extra])
+    mn_one = _best(1, lambda: [hand.create(row) for row in extra])
+    out.append(("create one by one", rp_one / ONE_BY_ONE * 1e6, mn_one / ONE_BY_ONE * 1e6))
+    rp_ids = [str(p.id) for p in person.objects.filter(city="London")][:ONE_BY_ONE]
+    mn_ids = list(hand.r.smembers(hand.set_key("city", "London")))[:ONE_BY_ONE]
+    calls = min(len(rp_ids), len(mn_ids))
+    out.append(("get by id", _best(reps, lambda: [person.objects.get(id=pk) for pk in rp_ids[:calls]]) / calls * 1e6,
+                _best(reps, lambda: [hand.get(pk) for pk in mn_ids[:calls]]) / calls * 1e6))
+    out.append(("count", _best(reps, lambda: [person.objects.count() for _ in range(200)]) / 200 * 1e6,
+                _best(reps, lambda: [hand.count() for _ in range(200)]) / 200 * 1e6))
+    matches = person.objects.filter(city="Paris").count()
+    out.append(("filter (~25%)", _best(reps, lambda: list(person.objects.filter(city="Paris"))) / matches * 1e6,
+                _best(reps, lambda: hand.filter_eq("city", "Paris")) / matches * 1e6))
+    tagged = person.objects.filter(tag="t7").count()
+    out.append(("filter + order_by",
+                _best(reps, lambda: list(person.objects.filter(tag="t7").order_by("name"))) / max(tagged, 1) * 1e6,
+                _best(reps, lambda: hand.filter_eq_ordered("tag", "t7", "name")) / max(tagged, 1) * 1e6))
+    if sorted(p.name for p in person.objects.filter(city="Paris")) != sorted(
+            r["name"] for r in hand.filter_eq("city", "Paris")):
+        raise RuntimeError("the two sides disagree on filter(city='Paris')")
+    return out
+
+
+def render(rows: list[tuple[str, float, float]], info: RunInfo) -> str:
+    """The results as reStructuredText: the run's facts, the table, the missed targets."""
+    table = [("operation", "repocket µs", "hand-written µs", "ratio", "target")]
+    missed = []
+    for name, ours, theirs in rows:
+        ratio = ours / theirs
+        target = TARGETS.get(name)
+        table.append((name, f"{ours:.1f}", f"{theirs:.1f}", f"{ratio:.2f}", "—" if target is None else f"≤{target}"))
+        if target is not None and ratio > target:
+            missed.append(f"- {name} ({ratio:.2f}, target ≤{target})")
+    facts = (f"Measured on {info.date}, {info.machine}, {info.python}, redis-server {info.redis_server}, "
+             f"load average {info.load}; a local cluster of 3 primaries and 3 replicas, N = {N:,} records, "
+             f"µs per record (per call for get by id and count), best of the runs.")
+    parts = [fill(facts), "", rst_table(table)]
+    if missed:
+        parts += ["", "Missed targets:", "", *missed]
+    return tidy("\n".join(parts))
+
+
+def write_cluster(page: str, text: str) -> str:
+    """``page`` with its cluster block replaced by ``text`` (ValueError when the markers are missing)."""
+    return write_block(page, BEGIN, BEGIN_LINE, END, text)
