@@ -8,6 +8,7 @@ on the node of that slot. Models land on different nodes.
 from __future__ import annotations
 
 import decimal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -218,3 +219,68 @@ def test_writes_go_on_when_a_primary_is_killed_and_none_that_returned_is_lost(
         assert victim.port in {port for _, port in topology.replicas()}  # it came back as a replica
     finally:
         configure.reset()
+
+
+def _model_in_slots(high: int) -> type[ActiveRecord]:
+    """A model whose keys hash to a slot below ``high`` (so that a reshard of the first slots moves it)."""
+    for i in range(100_000):
+        prefix = keys.cluster_prefix(keys.model_prefix("tests.functional.test_cluster", f"Parcel{i}"))
+        if key_slot(prefix.encode()) < high:
+            return type(f"Parcel{i}", (ActiveRecord,), {
+                "__module__": __name__, "label": attributes.Unicode(index=True), "weight": attributes.Integer(),
+            })
+    raise AssertionError("no model name hashes to the first slots")
+
+
+@pytest.mark.slow
+def test_a_reshard_of_500_slots_under_writes_and_reads_loses_nothing(
+        redis_cluster_factory: Callable[..., LocalCluster], redis_cli: str) -> None:
+    """``redis-cli --cluster reshard`` moves 500 slots, the model's among them, while a thread writes and
+    reads: every write that returned is there, the index answers exactly, and check() finds nothing."""
+    topology = redis_cluster_factory()
+    client = configure.cluster(url=topology.url, failover_timeout=30)
+    parcel = _model_in_slots(500)
+    first = parcel(label="first", weight=0)
+    first.save()
+    source = client.get_node_from_key(first._key())
+    target = next(node for node in client.get_primaries() if node.name != source.name)
+    ids = {node.port: client.get_redis_connection(node).cluster("myid") for node in (source, target)}
+    written: list[Any] = [first]
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def workload() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                written.append(parcel.objects.create(label=f"l{n % 7}", weight=n))
+                parcel.objects.filter(label=f"l{n % 7}").count()
+                n += 1
+            except errors.RepocketError as exc:  # nothing may fail: redirections are followed
+                failures.append(exc)
+                return
+
+    worker = threading.Thread(target=workload)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        moved = subprocess.run(
+            [redis_cli, "--cluster", "reshard", f"127.0.0.1:{source.port}", "--cluster-from", ids[source.port],
+             "--cluster-to", ids[target.port], "--cluster-slots", "500", "--cluster-yes"],
+            capture_output=True, text=True, timeout=120)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert moved.returncode == 0, moved.stdout[-2000:] + moved.stderr[-2000:]
+    assert failures == []
+    client.nodes_manager.initialize()
+    assert client.get_node_from_key(first._key()).port == target.port  # the model's slot moved
+    assert len(written) > 20
+    stored = {str(p.id) for p in parcel.objects.all()}
+    assert stored == {str(p.id) for p in written}
+    for value in range(7):
+        assert {str(p.id) for p in parcel.objects.filter(label=f"l{value}")} == {
+            str(p.id) for p in written if p.label == f"l{value}"}
+    assert parcel.objects.check().ok
+    configure.reset()
