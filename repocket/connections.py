@@ -114,13 +114,15 @@ class WaitingConnectionPool(aioredis.ConnectionPool):
 
 @dataclass(frozen=True)
 class WritePolicy:
-    """How executors send a script call (every record write is one), from ``configure.connection_pool()``.
+    """How executors send a script call (every record write is one), from ``configure.connection_pool()``
+    or ``configure.cluster()``.
 
     ``replicas``: after each call, ``WAIT replicas timeout_ms`` on the same
     connection, and :exc:`~repocket.errors.ReplicationError` when fewer replicas
-    confirmed it. ``failover_seconds``: for how long a call refused by a
-    primary that was demoted (a Sentinel failover) is sent again, to the new
-    primary, before giving up.
+    confirmed it. ``failover_seconds``: for how long a call that did not run
+    (refused by a demoted primary, told to try again while its cluster slot
+    migrates, or unable to reach its primary) is sent again before giving up;
+    see :class:`repocket.io.common.ScriptRetries`.
     """
 
     replicas: int = 0
@@ -443,7 +445,8 @@ class configure:  # noqa: N801 - the original API's name
         options["retry"] = retry if retry is not None else Retry(ExponentialBackoff(cap=1.0), 3)
         options.setdefault("health_check_interval", 1)  # (a failover closes the old primary's connections)
         found = _Cluster(url, tuple((str(h), int(p)) for h, p in nodes or ()))
-        settings = _Settings(None, options, None, _write_policy(wait_replicas, wait_timeout, failover_timeout, socket_timeout), found)
+        policy = _write_policy(wait_replicas, wait_timeout, failover_timeout, socket_timeout)
+        settings = _Settings(None, options, None, policy, found)
         client = settings.cluster_client()
         cls._install(settings, None, client)
         return client
