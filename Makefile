@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 
 # The tests of stored records, run again with every model in the plain format.
 PLAIN_TESTS := $(addprefix tests/functional/test_,api.py queries.py integrity.py errors.py django_api.py \
-	roundtrip_properties.py fuzz.py contention.py script_atomicity.py async_scenarios.py order_pushdown.py red_team.py)
+	roundtrip_properties.py fuzz.py contention.py script_atomicity.py async_scenarios.py order_pushdown.py red_team.py \
+	fresh_ids.py cluster.py)
 
 test: $(STAMP)  ## run the test suite against a real redis-server, then its storage tests in the plain format
 	$(BIN)/python -m pytest
