@@ -2,13 +2,14 @@
 
 ::
 
-    repocket check [--url URL] [--repair] module.Model     # or module:Model
-    repocket reindex [--url URL] module.Model
-    repocket migrate-format [--url URL] [--to plain|envelope] module.Model
+    repocket check [--url URL [--cluster]] [--repair] module.Model     # or module:Model
+    repocket reindex [--url URL [--cluster]] module.Model
+    repocket migrate-format [--url URL [--cluster]] [--to plain|envelope] module.Model
     repocket server [--path DIR] [--port PORT | --unix-socket PATH]
 
 ``--url`` may come before or after the command; without it, ``$REDIS_URL``,
-else ``localhost:6379`` database 0. The module is imported with the current
+else ``localhost:6379`` database 0. With ``--cluster``, the URL names a node of
+a Redis Cluster (``configure.cluster()``: the cluster key layout). The module is imported with the current
 directory first on ``sys.path``, as ``python -m`` does.
 
 Exit status:
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
         "--url", default=argparse.SUPPRESS,
         help="Redis URL (default: $REDIS_URL, else localhost:6379/0)",
     )  # fmt: skip
+    common.add_argument(
+        "--cluster", action="store_true", default=argparse.SUPPRESS,
+        help="the URL names a node of a Redis Cluster",
+    )  # fmt: skip
     parser = argparse.ArgumentParser(
         prog="repocket", description="repocket: a Redis-native active-record ORM", parents=[common]
     )
@@ -114,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "server":
             return _serve(args.path, port=args.port, unix_socket=args.unix_socket)
-        _configure(getattr(args, "url", None))
+        _configure(getattr(args, "url", None), cluster=getattr(args, "cluster", False))
         model = _load_model(args.model)
         if args.command == "reindex":
             return _reindex(model)
@@ -135,15 +140,21 @@ def _fail(message: str) -> int:
 # -- check and reindex -----------------------------------------------------------------
 
 
-def _configure(url: str | None) -> None:
-    """Point the global pool at ``url``, else ``$REDIS_URL``; the default pool otherwise."""
+def _configure(url: str | None, cluster: bool = False) -> None:
+    """Point the global pool at ``url``, else ``$REDIS_URL`` (a cluster node's with ``cluster``);
+    the default pool otherwise."""
     from repocket.connections import configure
 
     url = url or os.environ.get("REDIS_URL")
     if not url:
+        if cluster:
+            raise _CliError("--cluster needs --url (or $REDIS_URL): a node of the cluster")
         return
     try:
-        configure.connection_pool(url=url)
+        if cluster:
+            configure.cluster(url=url)
+        else:
+            configure.connection_pool(url=url)
     except ValueError as exc:  # the message never repeats the URL, which may hold a password
         raise _CliError(f"invalid Redis URL: {exc}") from None
 

@@ -24,6 +24,7 @@ from repocket import cli
 from repocket.cli import main
 from repocket.connections import configure
 from repocket.server import RedisServer, _free_port
+from repocket.topology import LocalCluster
 from tests.functional.cli_models import Spell
 from tests.functional.test_server import _pid_alive
 
@@ -300,3 +301,27 @@ def test_server_on_a_unix_socket(tmp_path: Path, capsys: pytest.CaptureFixture[s
         shutil.rmtree(short, ignore_errors=True)
     assert seen == [True]
     assert f"listening at unix://:***@{sock}?db=0" in capsys.readouterr().out
+
+
+def test_check_and_reindex_on_a_cluster(redis_cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cluster`` reads the cluster layout: a damaged index is found, repaired and rebuilt there."""
+    try:
+        client = configure.cluster(url=redis_cluster.url)
+        for node in client.get_primaries():
+            client.get_redis_connection(node).flushall()
+        Spell.create(name="Accio")
+        client.delete(f"{Spell._meta.prefix}:_eq:name:Accio")
+        model = "tests.functional.cli_models.Spell"
+        assert main(["check", "--cluster", "--url", redis_cluster.url, model]) == 1
+        assert "missing_entries" in capsys.readouterr().out
+        assert main(["check", "--repair", "--cluster", "--url", redis_cluster.url, model]) == 0
+        assert [s.name for s in Spell.objects.filter(name="Accio")] == ["Accio"]  # (the CLI's cluster client)
+    finally:
+        configure.reset()
+
+
+def test_cluster_without_a_url_is_one_line(restore_pool: None, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert main(["check", "--cluster", "tests.functional.cli_models.Spell"]) == 2
+    assert capsys.readouterr().err.strip() == "repocket: --cluster needs --url (or $REDIS_URL): a node of the cluster"
