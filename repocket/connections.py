@@ -354,17 +354,8 @@ class configure:  # noqa: N801 - the original API's name
             their own loop), so they are forgotten, and their connections
             close when they are garbage-collected.
         """
-        options: dict[str, Any] = dict(kwargs)
-        for name, value in (
-            ("username", username),
-            ("password", password),
-            ("socket_timeout", socket_timeout),
-            ("socket_connect_timeout", socket_connect_timeout),
-            ("max_connections", max_connections),
-        ):
-            if value is not None:
-                options[name] = value
-        options["retry"] = retry if retry is not None else Retry(ExponentialBackoff(cap=1.0), 3)
+        options = _client_options(kwargs, retry, username=username, password=password, socket_timeout=socket_timeout,
+                                  socket_connect_timeout=socket_connect_timeout, max_connections=max_connections)
         tls = {
             "ssl_ca_certs": ssl_ca_certs,
             "ssl_certfile": ssl_certfile,
@@ -437,12 +428,8 @@ class configure:  # noqa: N801 - the original API's name
         """
         if (url is None) == (nodes is None):
             raise ValueError("configure.cluster() takes url= or nodes=, one of them")
-        options: dict[str, Any] = dict(kwargs)
-        for name, value in (("username", username), ("password", password), ("socket_timeout", socket_timeout),
-                            ("socket_connect_timeout", socket_connect_timeout)):
-            if value is not None:
-                options[name] = value
-        options["retry"] = retry if retry is not None else Retry(ExponentialBackoff(cap=1.0), 3)
+        options = _client_options(kwargs, retry, username=username, password=password, socket_timeout=socket_timeout,
+                                  socket_connect_timeout=socket_connect_timeout)
         options.setdefault("health_check_interval", 1)  # (a failover closes the old primary's connections)
         found = _Cluster(url, tuple((str(h), int(p)) for h, p in nodes or ()))
         policy = _write_policy(wait_replicas, wait_timeout, failover_timeout, socket_timeout)
@@ -587,6 +574,15 @@ class configure:  # noqa: N801 - the original API's name
         elif isinstance(old_client, redis.cluster.RedisCluster):
             old_client.close()
         _close_on_this_loop(dropped)
+
+
+def _client_options(kwargs: dict[str, Any], retry: Retry | None, **named: Any) -> dict[str, Any]:
+    """redis-py client options: ``kwargs``, the ``named`` ones that were given (not None), and ``retry``
+    (default: 3 retries with exponential backoff)."""
+    options = dict(kwargs)
+    options.update({name: value for name, value in named.items() if value is not None})
+    options["retry"] = retry if retry is not None else Retry(ExponentialBackoff(cap=1.0), 3)
+    return options
 
 
 def _write_policy(wait_replicas: int, wait_timeout: float, failover_timeout: float,
