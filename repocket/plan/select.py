@@ -574,7 +574,7 @@ def _keyed_page(q: Query, index: _Index) -> Plan[tuple[Page | None, set[bytes] |
     prefixes = sum(n for n, (_, sets) in zip(checked, counted) if sets is None)
     per_id = READ_COST if len(singles) == 1 and not union and not checks else CANDIDATE_COST
     reading = ((sum(probed) + sum(checked) - prefixes) * per_id + prefixes * PREFIX_COST
-               + _python_cost(index, found, ranked, need, high - low))
+               + _python_strategy(index, found, ranked, need, high - low)[1])
     if walking >= reading:
         if len(singles) == 1 and not union and not checks:  # one stored set: read with the walk's first chunk
             return (yield from _read_then_page(q, index, singles[0], found, nulls, need))
@@ -631,7 +631,7 @@ def _read_then_page(q: Query, index: _Index, key: str, found: int, nulls: list[s
     meta = q.model._meta
     ranked = max(found - len(nulls), 0)
     walked = _walk_length(index, need, ranked)
-    strategy = _python_strategy(index, found, ranked, need, q._high - q._low)
+    strategy, _ = _python_strategy(index, found, ranked, need, q._high - q._low)
     reads = [command("SMEMBERS", key)]
     first_size = _first_chunk(walked)
     if strategy == "walk":
@@ -672,19 +672,15 @@ def candidates_page(q: Query, index: _Index, wanted: set[bytes]) -> Plan[Page | 
     return (yield from _python_page(q, index, wanted, nulls, None))
 
 
-def _python_strategy(index: _Index, found: int, ranked: int, need: int, span: int) -> str:
-    """Which of walk, fetch and load is cheapest once the ``found`` candidate ids are in Python."""
-    walk = _walk_length(index, need, ranked) * WALK_COST + ROUND_COST
-    fetch = ranked * (FIELD_COST if index.lex else SCORE_COST) + ROUND_COST
-    load = max(found - span, 0) * LOAD_COST
-    best = min(walk, fetch, load)
-    return "load" if load == best else "walk" if walk == best else "fetch"
-
-
-def _python_cost(index: _Index, found: int, ranked: int, need: int, span: int) -> float:
-    walk = _walk_length(index, need, ranked) * WALK_COST + ROUND_COST
-    fetch = ranked * (FIELD_COST if index.lex else SCORE_COST) + ROUND_COST
-    return min(walk, fetch, max(found - span, 0) * LOAD_COST)
+def _python_strategy(index: _Index, found: int, ranked: int, need: int, span: int) -> tuple[str, float]:
+    """Which of walk, fetch and load is cheapest once the ``found`` candidate ids are in Python, and its cost."""
+    costs = {
+        "load": max(found - span, 0) * LOAD_COST,  # (first: the one taken on a tie)
+        "walk": _walk_length(index, need, ranked) * WALK_COST + ROUND_COST,
+        "fetch": ranked * (FIELD_COST if index.lex else SCORE_COST) + ROUND_COST,
+    }
+    best = min(costs, key=costs.__getitem__)
+    return best, costs[best]
 
 
 def _python_page(q: Query, index: _Index, wanted: set[bytes], nulls: list[str], rest: list[str] | None,
@@ -702,7 +698,7 @@ def _python_page(q: Query, index: _Index, wanted: set[bytes], nulls: list[str], 
         need = min(max(high - len(lead), 0), ranked)
         if need <= max(low - len(lead), 0):  # the page holds none of the indexed candidates
             return _assemble(index, low, high, nulls, rest, [], ranked), True
-        strategy = _python_strategy(index, found, ranked, need, high - low)
+        strategy, _ = _python_strategy(index, found, ranked, need, high - low)
         if strategy == "load":
             return sorted(members(wanted)), False
         if strategy == "walk":
