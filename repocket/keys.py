@@ -34,9 +34,14 @@ partition per model is kept so far (``Meta.partitions = 1``).
 
 from __future__ import annotations
 
+import re
 import uuid
 
 RECORD_PREFIX = "repocket"
+#: How repocket writes a record id into keys and index members, ``str(uuid.UUID)`` (lower-case hex).
+CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: :data:`CANONICAL_ID` for ids read as bytes (index and id set members).
+CANONICAL_ID_BYTES = re.compile(CANONICAL_ID.pattern.encode("ascii"))
 
 
 def model_prefix(namespace: str, model_name: str) -> str:

@@ -29,8 +29,6 @@ __all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch"
 #: What a ``_version`` counter holds: a plain non-negative integer (checked against int64 too).
 _VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
 _INT64_MAX = 2**63 - 1
-#: A record key's id as repocket writes it (str(uuid.UUID)), the only text build() trusts without parsing.
-_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: A record as read, its hash (field bytes -> value bytes) and its ByteStreams.
 Fetched = tuple[dict[Any, Any], dict[str, bytes]]
@@ -160,7 +158,7 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
         raw = raw_hash.get(field)
         if raw is None:  # a None in the plain format, or an attribute added after the record was written
             data[name] = absent(attr)
-        elif name == pk and _CANONICAL_ID.fullmatch(key_id) and raw == meta.format.encode(attr, key_id):
+        elif name == pk and keys.CANONICAL_ID.fullmatch(key_id) and raw == meta.format.encode(attr, key_id):
             # The field is exactly what repocket writes for the key's id (a UUID is encoded
             # from its text): the id is the key's, with no parse of the field and no comparison.
             data[name] = uuid.UUID(key_id)

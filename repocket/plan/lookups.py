@@ -192,17 +192,14 @@ def _pointer_pk(attr: attributes.Pointer, value: Any) -> uuid.UUID | None:
     raise attr._invalid(value)
 
 
-_CANONICAL_ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def members(reply: Any) -> set[str]:
     """Ids from an index or id set reply; anything that is not a canonical UUID is no record's id."""
-    return {m.decode() for m in reply if _CANONICAL_ID.fullmatch(m)}
+    return {m.decode() for m in reply if keys.CANONICAL_ID_BYTES.fullmatch(m)}
 
 
 def record_id(member: bytes) -> bool:
     """Whether an index member is a record's id (a canonical UUID), as :func:`members` keeps them."""
-    return _CANONICAL_ID.fullmatch(member) is not None
+    return keys.CANONICAL_ID_BYTES.fullmatch(member) is not None
 
 
 def _lex_ids(reply: Any) -> set[str]:
