@@ -8,6 +8,7 @@ import os
 import platform
 import textwrap
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +21,67 @@ from repocket import keys
 #: How long the server takes to bring ``mem_clients_normal`` up to date: its cron
 #: (10 times a second) recomputes the memory of every client.
 CLIENT_MEMORY_SETTLE = 0.3
+
+
+class PipelinedWrites:
+    """``create``, ``bulk_create`` and ``delete`` as both hand-written programs send them.
+
+    Each record's commands, queued by ``_queue_write`` / ``_queue_delete`` (which
+    each program's layout defines), go in one MULTI/EXEC pipeline; in bulk,
+    ``batch_size`` records per pipeline.
+    """
+
+    r: Any
+    batch_size: int
+
+    def _queue_write(self, pipe: Any, pk: str, row: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _queue_delete(self, pipe: Any, pk: str, values: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def create(self, row: dict[str, Any], pk: str | None = None) -> str:
+        """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
+        pk = pk or str(uuid.uuid1())
+        pipe = self.r.pipeline()
+        self._queue_write(pipe, pk, row)
+        pipe.execute()
+        return pk
+
+    def bulk_create(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """Store many records, ``batch_size`` per MULTI/EXEC pipeline; return their ids."""
+        ids = []
+        for start in range(0, len(rows), self.batch_size):
+            pipe = self.r.pipeline()
+            for row in rows[start:start + self.batch_size]:
+                pk = str(uuid.uuid1())
+                self._queue_write(pipe, pk, row)
+                ids.append(pk)
+            pipe.execute()
+        return ids
+
+    def delete(self, pk: str, values: dict[str, Any]) -> int:
+        """Delete one record whose indexed ``values`` are known, in one MULTI/EXEC round trip."""
+        pipe = self.r.pipeline()
+        self._queue_delete(pipe, pk, values)
+        return int(pipe.execute()[0])
+
+
+class AsyncPipelinedWrites:
+    """:meth:`PipelinedWrites.create` on a ``redis.asyncio`` client."""
+
+    r: Any
+
+    def _queue_write(self, pipe: Any, pk: str, row: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def create(self, row: dict[str, Any], pk: str | None = None) -> str:
+        """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
+        pk = pk or str(uuid.uuid1())
+        pipe = self.r.pipeline()
+        self._queue_write(pipe, pk, row)
+        await pipe.execute()
+        return pk
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -47,6 +47,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from benchmarks.common import AsyncPipelinedWrites, PipelinedWrites
 from repocket import serialization
 
 __all__ = ["FIELDS", "INDEXED", "AsyncHandWritten", "HandWritten", "Layout"]
@@ -121,40 +122,14 @@ class Layout:
         return record
 
 
-class HandWritten(Layout):
+class HandWritten(Layout, PipelinedWrites):
     """Person records kept by hand under ``prefix`` on the redis-py client ``client``."""
 
     def __init__(self, client: redis.Redis, prefix: str, batch_size: int = 500) -> None:
         super().__init__(prefix, batch_size)
         self.r = client
 
-    # -- writing ---------------------------------------------------------------------
-
-    def create(self, row: dict[str, Any], pk: str | None = None) -> str:
-        """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
-        pk = pk or str(uuid.uuid1())
-        pipe = self.r.pipeline()
-        self._queue_write(pipe, pk, row)
-        pipe.execute()
-        return pk
-
-    def bulk_create(self, rows: Sequence[dict[str, Any]]) -> list[str]:
-        """Store many records, ``batch_size`` per pipelined MULTI/EXEC; return their ids."""
-        ids = []
-        for start in range(0, len(rows), self.batch_size):
-            pipe = self.r.pipeline()
-            for row in rows[start:start + self.batch_size]:
-                pk = str(uuid.uuid1())
-                self._queue_write(pipe, pk, row)
-                ids.append(pk)
-            pipe.execute()
-        return ids
-
-    def delete(self, pk: str, values: dict[str, Any]) -> int:
-        """Delete one record whose indexed ``values`` are known, in one MULTI/EXEC round trip."""
-        pipe = self.r.pipeline()
-        self._queue_delete(pipe, pk, values)
-        return int(pipe.execute()[0])
+    # -- writing (create, bulk_create, delete: PipelinedWrites) -------------------------
 
     def delete_where(self, field: str, value: Any) -> int:
         """Delete the records whose indexed ``field`` equals ``value``, with their index entries."""
@@ -210,20 +185,12 @@ class HandWritten(Layout):
         return int(self.r.scard(self.ids_key))
 
 
-class AsyncHandWritten(Layout):
+class AsyncHandWritten(Layout, AsyncPipelinedWrites):
     """The same program on a ``redis.asyncio.Redis``: the same keys, bytes and round trips."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, batch_size: int = 500) -> None:
         super().__init__(prefix, batch_size)
         self.r = client
-
-    async def create(self, row: dict[str, Any], pk: str | None = None) -> str:
-        """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
-        pk = pk or str(uuid.uuid1())
-        pipe = self.r.pipeline()
-        self._queue_write(pipe, pk, row)
-        await pipe.execute()
-        return pk
 
     async def get(self, pk: str) -> dict[str, Any] | None:
         """One record by id: one HGETALL."""

@@ -45,6 +45,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from benchmarks.common import AsyncPipelinedWrites, PipelinedWrites
+
 __all__ = ["INDEXED", "AsyncMinimal", "Minimal", "MinimalLayout"]
 
 #: The indexed fields: one set per value each.
@@ -94,40 +96,14 @@ class MinimalLayout:
         pipe.zrem(self.sorted_key, pk)
 
 
-class Minimal(MinimalLayout):
+class Minimal(MinimalLayout, PipelinedWrites):
     """Person records kept the minimal way under ``prefix``, on a ``decode_responses=True`` client."""
 
     def __init__(self, client: redis.Redis, prefix: str, batch_size: int = 500) -> None:
         super().__init__(prefix, batch_size)
         self.r = client
 
-    # -- writing ---------------------------------------------------------------------
-
-    def create(self, row: dict[str, Any], pk: str | None = None) -> str:
-        """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
-        pk = pk or str(uuid.uuid1())
-        pipe = self.r.pipeline()
-        self._queue_write(pipe, pk, row)
-        pipe.execute()
-        return pk
-
-    def bulk_create(self, rows: Sequence[dict[str, Any]]) -> list[str]:
-        """Store many records, ``batch_size`` per MULTI/EXEC pipeline; return their ids."""
-        ids = []
-        for start in range(0, len(rows), self.batch_size):
-            pipe = self.r.pipeline()
-            for row in rows[start:start + self.batch_size]:
-                pk = str(uuid.uuid1())
-                self._queue_write(pipe, pk, row)
-                ids.append(pk)
-            pipe.execute()
-        return ids
-
-    def delete(self, pk: str, values: dict[str, Any]) -> int:
-        """Delete one record whose indexed ``values`` are known, in one MULTI/EXEC round trip."""
-        pipe = self.r.pipeline()
-        self._queue_delete(pipe, pk, values)
-        return int(pipe.execute()[0])
+    # -- writing (create, bulk_create, delete: PipelinedWrites) -------------------------
 
     def delete_where(self, field: str, value: Any) -> int:
         """Delete the records whose indexed ``field`` equals ``value``, with their index entries."""
@@ -180,20 +156,12 @@ class Minimal(MinimalLayout):
         return int(self.r.scard(self.ids_key))
 
 
-class AsyncMinimal(MinimalLayout):
+class AsyncMinimal(MinimalLayout, AsyncPipelinedWrites):
     """The same program on a ``redis.asyncio.Redis`` made with ``decode_responses=True``."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, batch_size: int = 500) -> None:
         super().__init__(prefix, batch_size)
         self.r = client
-
-    async def create(self, row: dict[str, Any], pk: str | None = None) -> str:
-        """Store one record and its index entries in one MULTI/EXEC round trip; return its id."""
-        pk = pk or str(uuid.uuid1())
-        pipe = self.r.pipeline()
-        self._queue_write(pipe, pk, row)
-        await pipe.execute()
-        return pk
 
     async def get(self, pk: str) -> dict[str, Any] | None:
         """One record by id: one HGETALL."""
