@@ -18,9 +18,14 @@ PLAIN_TESTS := $(addprefix tests/functional/test_,api.py queries.py integrity.py
 	roundtrip_properties.py fuzz.py contention.py script_atomicity.py async_scenarios.py order_pushdown.py red_team.py \
 	fresh_ids.py cluster.py)
 
-test: $(STAMP)  ## run the test suite against a real redis-server, then its storage tests in the plain format
+# The query and write tests, run again with every model spread over 4 partitions (scatter and gather).
+PARTITION_TESTS := $(addprefix tests/functional/test_,queries.py order_pushdown.py django_api.py integrity.py \
+	async_scenarios.py roundtrip_properties.py red_team.py contention.py fresh_ids.py partitions.py)
+
+test: $(STAMP)  ## run the test suite on a real redis-server, then again in the plain format and over 4 partitions
 	$(BIN)/python -m pytest
 	REPOCKET_TEST_FORMAT=plain $(BIN)/python -m pytest -q $(PLAIN_TESTS)
+	REPOCKET_TEST_PARTITIONS=4 $(BIN)/python -m pytest -q $(PARTITION_TESTS)
 
 demo: $(STAMP)  ## run the original repocket tutorial end to end
 	$(BIN)/python examples/tutorial.py

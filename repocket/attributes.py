@@ -924,8 +924,7 @@ class Pointer(Attribute[Any]):
         # The loader resolves the key into an instance; here only its shape is checked.
         if not isinstance(stored, str):
             raise TypeError(f"expected a record key string, got {type(stored).__name__}")
-        self.to_model._meta.parse_key(stored)
-        return stored
+        return self.to_model._meta.current_key(stored)  # (a key of another layout: where it is now)
 
     def to_string(self, value: Any) -> str:
         value = self.cast(value)
@@ -944,7 +943,7 @@ class Pointer(Attribute[Any]):
 
     def index_token(self, value: Any) -> str:
         if isinstance(value, str):  # a stored key, read back from Redis
-            return str(self.to_model._meta.parse_key(value))
+            return str(self.to_model._meta.parse_key(self.to_model._meta.current_key(value)))
         return str(value._pk())
 
 

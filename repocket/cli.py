@@ -1,10 +1,11 @@
-"""The ``repocket`` command line: ``--version``, ``check``, ``reindex``, ``migrate-format`` and ``server``.
+"""The ``repocket`` command line: ``--version``, ``check``, ``reindex``, ``migrate-format``, ``repartition``, ``server``.
 
 ::
 
     repocket check [--url URL [--cluster]] [--repair] module.Model     # or module:Model
     repocket reindex [--url URL [--cluster]] module.Model
     repocket migrate-format [--url URL [--cluster]] [--to plain|envelope] module.Model
+    repocket repartition [--url URL [--cluster]] [--from standalone|N] module.Model
     repocket server [--path DIR] [--port PORT | --unix-socket PATH]
 
 ``--url`` may come before or after the command; without it, ``$REDIS_URL``,
@@ -101,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("model", help=model_help)
     migrate.add_argument("--to", choices=sorted(formats.FORMATS), default=None,
                          help="the format to store (default: the model's Meta.format)")
+    move = sub.add_parser(
+        "repartition", parents=[common],
+        help="move a model's records into its current partitions (resumable, idempotent)",
+    )
+    move.add_argument("model", help=model_help)
+    move.add_argument("--from", dest="source", default="standalone", type=_source,
+                      help="where they are: 'standalone' (the default: the keys of one server) or a partition count")
     server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
     server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
     where = server.add_mutually_exclusive_group()
@@ -125,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reindex(model)
         if args.command == "migrate-format":
             return _migrate(model, args.to)
+        if args.command == "repartition":
+            return _repartition(model, args.source)
         return _check(model, repair=args.repair)
     except (_CliError, errors.RepocketError, redis.RedisError) as exc:
         return _fail(str(exc))
@@ -202,6 +212,23 @@ def _migrate(model: type[repocket.ActiveRecord], to: str | None) -> int:
     target = to or model._meta.format.name
     rewritten = model.objects.migrate_format(to, progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
     print(f"{model._meta.label}: {rewritten} records rewritten; every record is stored in the {target} format")
+    return OK
+
+
+def _source(text: str) -> int | None:
+    """``--from``: None for the standalone layout, else a partition count."""
+    if text == "standalone":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected 'standalone' or a partition count, not {text!r}")
+    return int(text)
+
+
+def _repartition(model: type[repocket.ActiveRecord], source: int | None) -> int:
+    """Run ``repartition()`` with progress on stderr."""
+    moved = model.objects.repartition(source, progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
+    where = "the standalone layout" if source is None else f"{source} partitions"
+    print(f"{model._meta.label}: {moved} records moved from {where} into its {model._meta.partitions} partitions")
     return OK
 
 

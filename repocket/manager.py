@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from repocket import formats
 from repocket.io import clients
-from repocket.plan import audit, migrate, select, write
+from repocket.plan import audit, migrate, repartition, select, write
 
 if TYPE_CHECKING:
     import redis
@@ -199,6 +199,25 @@ class Manager(Generic[M]):
         meta = self.model._meta
         target = meta.format if to is None else formats.format_named(to, meta.label)
         return migrate.migrate_format(meta, target, batch_size, progress)
+
+    def repartition(self, from_partitions: int | None = None, batch_size: int = 500,
+                    progress: Callable[[int, int], None] | None = None) -> int:
+        """Move the records written in another layout into the model's current partitions.
+
+        ``from_partitions`` names where they are: None for the standalone
+        layout (the keys of one server, SPEC §2), or the partition count they
+        were written with. Resumable and idempotent, ``batch_size`` records per
+        round (docs/scaling.rst); ``progress(done, total)`` after each batch.
+        Returns the number of records moved.
+        """
+        return clients.run(repartition.repartition(self.model._meta, from_partitions, batch_size, progress),
+                           self._connection)
+
+    async def arepartition(self, from_partitions: int | None = None, batch_size: int = 500,
+                           progress: Callable[[int, int], None] | None = None) -> int:
+        """The async twin of :meth:`repartition`."""
+        return await clients.run_async(repartition.repartition(self.model._meta, from_partitions, batch_size, progress),
+                                       self._connection)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Compare the id set and every index with the stored records.

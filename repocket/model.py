@@ -141,6 +141,10 @@ def _check_attribute(label: str, field: str, attr: Attribute[Any]) -> None:
         )
 
 
+#: The most partitions a model may spread over: a cluster has 16384 slots, and each partition is one.
+MAX_PARTITIONS = 16384
+
+
 def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     meta = namespace.get("Meta")
     options = {k: v for k, v in vars(meta).items() if not k.startswith("_")} if meta else {}
@@ -151,11 +155,10 @@ def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
         raise errors.RepocketActiveRecordDefinitionError(
             f"{label}.Meta: unknown options {sorted(unknown)}; known: format, namespace, partitions, versioned"
         )
-    partitions = options.get("partitions", 1)
-    if type(partitions) is not int or partitions != 1:
+    partitions = options.get("partitions")
+    if partitions is not None and (type(partitions) is not int or not 1 <= partitions <= MAX_PARTITIONS):
         raise errors.RepocketActiveRecordDefinitionError(
-            f"{label}.Meta: partitions must be 1 (one partition per model, whose keys share one cluster "
-            f"slot), not {partitions!r}: spreading a model over several partitions is not supported yet"
+            f"{label}.Meta: partitions must be an int from 1 to {MAX_PARTITIONS}, not {partitions!r}"
         )
     ns = options.get("namespace")
     if ns is not None and (not isinstance(ns, str) or not ns or any(c in ns for c in ":{}*?[]\\ \n")):

@@ -7,6 +7,8 @@ decides what to send to Redis) needs the model's description but never
 
 from __future__ import annotations
 
+import binascii
+import copy
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +18,24 @@ from repocket.attributes import Attribute, AutoUUID, Pointer
 if TYPE_CHECKING:
     from repocket.model import ActiveRecord
 
-__all__ = ["DEFAULT_FORMAT", "ModelOptions"]
+__all__ = ["CLUSTER_PARTITIONS", "DEFAULT_FORMAT", "DEFAULT_PARTITIONS", "ModelOptions", "partition_of"]
 
 #: The storage format of a model whose ``Meta`` names none (see :mod:`repocket.formats`).
 #: Set it before the models are declared to change the default of a whole program.
 DEFAULT_FORMAT = "envelope"
+#: How many partitions a model spreads over on a Redis Cluster when its ``Meta`` names none
+#: (on a standalone server the default is 1: the keys of the storage format, exactly).
+CLUSTER_PARTITIONS = 16
+#: The partition count of a model whose ``Meta`` names none, on any server; None (the default)
+#: means CLUSTER_PARTITIONS on a cluster and 1 on one server. A model with unique fields has 1.
+DEFAULT_PARTITIONS: int | None = None
+
+
+def partition_of(pk: uuid.UUID | str, partitions: int) -> int:
+    """The partition of the record ``pk``: CRC16 (XMODEM, as Redis Cluster hashes keys) of its canonical id, mod P."""
+    if partitions == 1:
+        return 0
+    return binascii.crc_hqx(str(pk).encode("ascii"), 0) % partitions
 
 
 class ModelOptions:
@@ -50,10 +65,81 @@ class ModelOptions:
         self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]
         self.indexed = [name for name, attr in fields.items() if attr.index]
         self.unique = [name for name, attr in fields.items() if attr.unique]
+        #: ``Meta.partitions``, or None: the default of the configured server (see :attr:`partitions`).
+        self.declared_partitions: int | None = options.get("partitions")
+        #: In a partition's view (:meth:`partition`), its number and the model's partition count.
+        self.partition_index: int | None = None
+        self._pinned: int | None = None
+        self._fixed_prefix: str | None = None
+        self._views: dict[int, list[ModelOptions]] = {}
+        if self.unique and (self.declared_partitions or 1) > 1:
+            raise errors.RepocketActiveRecordDefinitionError(
+                f"{self.label}.Meta: partitions = {self.declared_partitions} with unique fields "
+                f"({', '.join(self.unique)}): a unique constraint is kept within one partition so far, "
+                "so a model with unique fields has one partition"
+            )
+
+    # -- partitions -------------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> int:
+        """P: ``Meta.partitions``, else 16 on a cluster (1 for a model with unique fields) and 1 on one server."""
+        if self._pinned is not None:
+            return self._pinned
+        if self.declared_partitions is not None:
+            return self.declared_partitions
+        if self.unique:
+            return 1
+        if DEFAULT_PARTITIONS is not None:
+            return DEFAULT_PARTITIONS
+        return CLUSTER_PARTITIONS if keys.LAYOUT.cluster else 1
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether queries scatter over several partitions: P > 1, and this is the model, not one partition's view."""
+        return self.partition_index is None and self.partitions > 1
+
+    def partition(self, number: int) -> ModelOptions:
+        """The view of partition ``number``: the same model, whose keys are those of that partition only."""
+        return self.views()[number]
+
+    def views(self) -> list[ModelOptions]:
+        """One view per partition, in order (``[self]`` when the model has one partition)."""
+        count = self.partitions
+        if count == 1 or self.partition_index is not None:
+            return [self]
+        views = self._views.get(count)
+        if views is None:
+            views = self._views[count] = [self._view(number, count) for number in range(count)]
+        return views
+
+    def _view(self, number: int, count: int) -> ModelOptions:
+        view = copy.copy(self)
+        view.partition_index, view._pinned = number, count
+        view._fixed_prefix = keys.cluster_prefix(self.standalone_prefix, number)
+        view._views = {}
+        return view
+
+    def for_pk(self, pk: uuid.UUID | str) -> ModelOptions:
+        """The view of the partition holding the record ``pk`` (the model itself when it has one)."""
+        return self.partition(partition_of(pk, self.partitions)) if self.partitioned else self
+
+    def prefix_for(self, pk: uuid.UUID | str) -> str:
+        """The prefix of the keys of record ``pk``: its partition's."""
+        return self.for_pk(pk).prefix
 
     @property
     def prefix(self) -> str:
-        """What every key of the model starts with, in the layout of the configured server."""
+        """What every key of the model (or of this partition) starts with, in the configured server's layout.
+
+        Raises:
+            RuntimeError: the model spreads over several partitions, each with its own prefix
+                (use :meth:`prefix_for` or :meth:`partition`).
+        """
+        if self._fixed_prefix is not None:
+            return self._fixed_prefix
+        if self.partitions > 1:
+            raise RuntimeError(f"{self.label} spreads over {self.partitions} partitions: each has its own prefix")
         return self.cluster_prefix if keys.LAYOUT.cluster else self.standalone_prefix
 
     @property
@@ -63,11 +149,12 @@ class ModelOptions:
 
     @property
     def _key_start(self) -> str:
+        """The prefix and its colon (of one partition: not for a model spread over several)."""
         return self.prefix + ":"
 
     def key(self, pk: uuid.UUID | str) -> str:
-        """The hash key of the record with primary key ``pk``."""
-        return keys.record_key(self.prefix, pk)
+        """The hash key of the record with primary key ``pk`` (in its partition)."""
+        return keys.record_key(self.prefix_for(pk), pk)
 
     def parse_key(self, key: str) -> uuid.UUID:
         """The primary key inside one of this model's record keys.
@@ -75,13 +162,42 @@ class ModelOptions:
         Raises:
             ValueError: ``key`` is not ``<prefix>:<canonical uuid>`` of this model.
         """
-        if not key.startswith(self._key_start):
-            raise ValueError(f"{key!r} is not a key of {self.label} (expected {self.prefix}:<uuid>)")
-        tail = key[len(self._key_start):]
-        pk = uuid.UUID(tail) if len(tail) == 36 else None
-        if pk is None or str(pk) != tail:
+        tail = key.rpartition(":")[2]
+        pk = uuid.UUID(tail) if keys.CANONICAL_ID.fullmatch(tail) else None
+        if pk is not None and key == self.key(pk):
+            return pk
+        start = self._key_start if not self.partitioned else keys.cluster_prefix(self.standalone_prefix) + ":"
+        if pk is None and key.startswith(start[:-4] if self.partitioned else start):
             raise ValueError(f"{key!r} does not end in a canonical UUID")
-        return pk
+        shown = start if not self.partitioned else start.replace(":0}", ":<partition>}")
+        raise ValueError(f"{key!r} is not a key of {self.label} (expected {shown}<uuid>)")
+
+    def current_key(self, key: str) -> str:
+        """The key now holding the record that ``key`` names in any layout of the model.
+
+        A key of the standalone layout or of any partition count (a Pointer
+        stored before a ``repartition()``) names the record by its id, which
+        decides its key in the current layout.
+
+        Raises:
+            ValueError: ``key`` is not a record key of this model in any layout.
+        """
+        try:
+            self.parse_key(key)
+            return key
+        except ValueError:
+            head, _, tail = key.rpartition(":")
+            tagged = head.startswith(f"{{{self.standalone_prefix}:") and head.endswith("}") and head[
+                len(self.standalone_prefix) + 2:-1].isdigit()
+            if keys.CANONICAL_ID.fullmatch(tail) and (head == self.standalone_prefix or tagged):
+                return self.key(tail)
+            raise
+
+    def with_prefix(self, prefix: str) -> ModelOptions:
+        """A view of the model whose keys start with ``prefix``: one partition of another layout."""
+        view = copy.copy(self)
+        view.partition_index, view._pinned, view._fixed_prefix, view._views = -1, 1, prefix, {}
+        return view
 
     def field_names(self) -> list[str]:
         """The attribute names, in declaration order."""

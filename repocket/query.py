@@ -84,6 +84,14 @@ class QuerySet(Generic[M]):
         self._fields: frozenset[str] | None = None
         #: ``distinct()``: values()/values_list() drop repeated rows.
         self._distinct = False
+        #: The one partition this query reads, when a spread model's query is scattered (see :attr:`meta`).
+        self._partition: int | None = None
+
+    @property
+    def meta(self) -> ModelOptions:
+        """The model's options, or those of the one partition the query is bound to (planning reads keys here)."""
+        meta = self.model._meta
+        return meta if self._partition is None else meta.partition(self._partition)
 
     def _clone(self) -> QuerySet[M]:
         clone = QuerySet(self.model, self._connection)
@@ -92,6 +100,7 @@ class QuerySet(Generic[M]):
         clone._order = self._order
         clone._low, clone._high = self._low, self._high
         clone._empty, clone._fields, clone._distinct = self._empty, self._fields, self._distinct
+        clone._partition = self._partition
         return clone
 
     def __repr__(self) -> str:

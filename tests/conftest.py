@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests import FORMAT, drivers, roundtrips
+from tests import FORMAT, PARTITIONS, drivers, roundtrips
 
 settings.register_profile(
     "repocket",
@@ -24,6 +24,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker, fmt in (("envelope_only", "envelope"), ("plain_only", "plain")):
             if item.get_closest_marker(marker) and FORMAT != fmt:
                 item.add_marker(pytest.mark.skip(reason=f"{marker}: this run stores the {FORMAT} format"))
+        if item.get_closest_marker("one_partition") and PARTITIONS:
+            item.add_marker(pytest.mark.skip(reason=f"one_partition: this run spreads models over {PARTITIONS}"))
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -68,7 +68,15 @@ def _scan_keys(meta: ModelOptions) -> Plan[list[str]]:
 
 
 def _classify(meta: ModelOptions) -> Plan[tuple[list[str], list[str], list[str]]]:
-    """Record keys, ByteStream keys and bookkeeping keys under the model's prefix."""
+    """Record keys, ByteStream keys and bookkeeping keys under the model's prefix (every partition's)."""
+    if meta.partitioned:  # partition after partition, each SCAN on the node holding its slot
+        records_, streams_, bookkeeping_ = [], [], []
+        for view in meta.views():
+            found = yield from _classify(view)
+            records_ += found[0]
+            streams_ += found[1]
+            bookkeeping_ += found[2]
+        return records_, streams_, bookkeeping_
     records, streams, bookkeeping = [], [], []
     start = len(meta.prefix) + 1
     for key in sorted(set((yield from _scan_keys(meta)))):  # SCAN may return a key twice
@@ -88,6 +96,7 @@ def _classify(meta: ModelOptions) -> Plan[tuple[list[str], list[str], list[str]]
 
 def _expected_entries(meta: ModelOptions, record: ActiveRecord, pk: str) -> Iterator[tuple[str, str, str, str]]:
     """``(key, kind, member, score)`` of every index entry a record needs (kind s, z or h)."""
+    meta = meta.for_pk(pk)
     yield meta.ids_key, "s", pk, ""
     for name in meta.indexed:
         value = record._data[name]
@@ -197,7 +206,7 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
             kind == "z" and float(actual[entry][1]) != float(score)
         ):
             report.missing_entries.append(entry)
-    unreadable = {key[len(meta.prefix) + 1:] for key, _ in report.corrupt_records}
+    unreadable = {key.rpartition(":")[2] for key, _ in report.corrupt_records}
     report.stale_entries = sorted(
         entry for entry, (kind, value) in actual.items()
         if (entry not in expected or (kind == "h" and expected[entry][1] != value))
@@ -244,6 +253,11 @@ def _owner(member: str, kind: str, value: str) -> str:
     return member.rsplit("\x00", 1)[-1]
 
 
+def _tail(meta: ModelOptions, key: str) -> str:
+    """What follows the prefix (of the key's partition) in one of the model's keys."""
+    return key.split("}:", 1)[1] if meta.partitioned else key[len(meta.prefix) + 1:]
+
+
 def _read_bookkeeping(meta: ModelOptions, bookkeeping: list[str],
                       report: CheckReport) -> Plan[dict[tuple[str, str], tuple[str, str]]]:
     """Every entry of the id set and index keys: ``(key, member) -> (kind, score or value)``."""
@@ -252,10 +266,9 @@ def _read_bookkeeping(meta: ModelOptions, bookkeeping: list[str],
     kinds = yield Pipeline([command("TYPE", key) for key in bookkeeping], False, meta.label)
     reads: list[Command] = []
     typed = []
-    start = len(meta.prefix) + 1
     for key, kind in zip(bookkeeping, kinds):
         kind = kind.decode() if isinstance(kind, bytes) else kind
-        expected = _BOOKKEEPING_TYPES.get(key[start:].split(":", 1)[0])
+        expected = _BOOKKEEPING_TYPES.get(_tail(meta, key).split(":", 1)[0])
         if expected is None:
             continue  # not a key repocket writes
         if kind != expected:

@@ -147,7 +147,7 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
     absent = meta.format.absent
     instance = model.__new__(model)
     data: dict[str, Any] = {}
-    pk, key_id = meta.pk, key[len(meta.prefix) + 1:]
+    pk, key_id = meta.pk, key[key.rindex(":") + 1:]
     id_from_key = False
     for field, name, attr, read in meta.layout:
         if fields is not None and name not in fields:

@@ -39,6 +39,11 @@ def migrate_format(meta: ModelOptions, target: Format, batch_size: int = 500,
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if meta.partitioned:  # partition after partition, each resumable on its own (progress counts per partition)
+        rewritten = 0
+        for view in meta.views():
+            rewritten += yield from migrate_format(view, target, batch_size, progress)
+        return rewritten
     other = next(f for f in FORMATS.values() if f is not target)
     format_key = keys.format_key(meta.prefix)
     done_key, other_key = keys.migrating_key(meta.prefix, target.name), keys.migrating_key(meta.prefix, other.name)

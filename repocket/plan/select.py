@@ -39,6 +39,7 @@ from repocket.plan.lookups import (
     token,
 )
 from repocket.plan.rounds import Command, Emit, Pipeline, Plan, command, one
+from repocket.plan.scatter import gather
 
 if TYPE_CHECKING:
     from repocket.options import ModelOptions
@@ -137,7 +138,7 @@ def candidate_ids(meta: ModelOptions, lookups: Sequence[Lookup]) -> Plan[set[str
         if not lookup.attr.index:
             continue
         if lookup.sub is not None:
-            target_ids = yield from candidate_ids(lookup.attr.to_model._meta, [lookup.sub])  # type: ignore[attr-defined]
+            target_ids = yield from target_candidates(lookup.attr.to_model._meta, lookup.sub)  # type: ignore[attr-defined]
             if target_ids is None:
                 continue
             eq = [keys.eq_index_key(meta.prefix, lookup.field, pk) for pk in sorted(target_ids)]
@@ -160,9 +161,22 @@ def candidate_ids(meta: ModelOptions, lookups: Sequence[Lookup]) -> Plan[set[str
     return result
 
 
+def target_candidates(meta: ModelOptions, lookup: Lookup) -> Plan[set[str] | None]:
+    """:func:`candidate_ids` of one lookup over every partition of ``meta`` (the union), or None: unknown."""
+    if not meta.partitioned:
+        return (yield from candidate_ids(meta, [lookup]))
+    found = yield from gather([candidate_ids(view, [lookup]) for view in meta.views()])
+    union: set[str] = set()
+    for ids in found:
+        if ids is None:
+            return None
+        union |= ids
+    return union
+
+
 def candidates(q: Query) -> Plan[tuple[list[str] | None, bool]]:
     """Candidate ids (None: every record) and whether every filter used an index (and none excludes)."""
-    meta = q.model._meta
+    meta = q.meta
     ids = yield from candidate_ids(meta, q._filters)
     indexed = all(exact_index(meta, lookup) for lookup in q._filters) and not q._excludes
     return (None if ids is None else list(ids)), indexed
@@ -188,7 +202,7 @@ def order_attr(q: Query) -> attributes.Attribute[Any] | None:
     """The attribute of a single-key order that an index can serve exactly, else None."""
     if len(q._order) != 1:
         return None
-    attr = q.model._meta.fields.get(q._order[0].lstrip("-"))
+    attr = q.meta.fields.get(q._order[0].lstrip("-"))
     if attr is None or not attr.index or isinstance(attr, attributes.Decimal):
         return None  # (distinct Decimals can share a score: they are ordered in Python)
     return attr if indexes.is_ordered(attr) or indexes.is_lex(attr) else None
@@ -196,10 +210,10 @@ def order_attr(q: Query) -> attributes.Attribute[Any] | None:
 
 def pk_ordered(q: Query, ids: list[str] | None) -> Plan[tuple[list[str], bool] | None]:
     """Candidates in primary key order, when that is the query's order: ids sort as their UUIDs do."""
-    pk = q.model._meta.pk
+    pk = q.meta.pk
     if q._order not in ((pk,), ("-" + pk,)):
         return None
-    ordered = sorted((yield from all_ids(q.model._meta)) if ids is None else ids)
+    ordered = sorted((yield from all_ids(q.meta)) if ids is None else ids)
     return (ordered[::-1] if q._order[0].startswith("-") else ordered), False
 
 
@@ -213,7 +227,7 @@ def ordered_ids(q: Query, ids: list[str] | None,
     A slice with an end whose lookups the index answers exactly is served by
     :func:`ordered_page` instead, at the page's cost.
     """
-    meta = q.model._meta
+    meta = q.meta
     descending = q._order[0].startswith("-")
     lex = indexes.is_lex(attr)
     index_key = (keys.lex_index_key if lex else keys.sorted_index_key)(meta.prefix, attr.name)
@@ -416,14 +430,14 @@ def page_attr(q: Query) -> attributes.Attribute[Any] | None:
     if q._high is None or not q._filters or q._excludes:
         return None
     attr = order_attr(q)
-    meta = q.model._meta
+    meta = q.meta
     if attr is None or not all(exact_index(meta, lookup) and lookup.op in EXACT_OPS for lookup in q._filters):
         return None
     return attr
 
 
 def _index(q: Query, attr: attributes.Attribute[Any]) -> _Index:
-    meta = q.model._meta
+    meta = q.meta
     lex = indexes.is_lex(attr)
     key = (keys.lex_index_key if lex else keys.sorted_index_key)(meta.prefix, attr.name)
     return _Index(meta, attr, q._order[0].startswith("-"), lex, key, keys.null_index_key(meta.prefix, attr.name))
@@ -443,7 +457,7 @@ def ordered_page(q: Query, attr: attributes.Attribute[Any]) -> Plan[Page]:
     """
     if q._low >= q._high:
         return [], True
-    meta = q.model._meta
+    meta = q.meta
     index = _index(q, attr)
     read: set[bytes] | None = None
     if all(set_keys(meta, lookup) is not None or lookup.op == "startswith" and lookup.sub is None
@@ -492,7 +506,7 @@ def _keyed_page(q: Query, index: _Index) -> Plan[tuple[Page | None, set[bytes] |
     index lacks some records, its scores are not exact, many None candidates
     to check), for the caller to read the candidates instead.
     """
-    meta = q.model._meta
+    meta = q.meta
     singles: list[str] = []
     union: list[str] = []
     checks: list[Lookup] = []
@@ -628,7 +642,7 @@ def _checked(meta: ModelOptions, ids: list[bytes], checks: list[Lookup],
 def _read_then_page(q: Query, index: _Index, key: str, found: int, nulls: list[str],
                     need: int) -> Plan[tuple[Page | None, set[bytes] | None]]:
     """Read one stored candidate set, and the walk's first chunk with it when the walk is likely."""
-    meta = q.model._meta
+    meta = q.meta
     ranked = max(found - len(nulls), 0)
     walked = _walk_length(index, need, ranked)
     strategy, _ = _python_strategy(index, found, ranked, need, q._high - q._low)
@@ -650,7 +664,7 @@ def candidates_page(q: Query, index: _Index, wanted: set[bytes]) -> Plan[Page | 
     records (NaN), scores say which candidates they are; a Unicode index
     that lacks one is no order (None).
     """
-    meta = q.model._meta
+    meta = q.meta
     if not wanted:
         return [], True
     replies = yield Pipeline(index.size_reads(), False, meta.label)
@@ -914,7 +928,7 @@ def order_window(q: Query, index_key: str, null_key: str, limit: float,
     Possible when every record is either scored or None (no NaN): then the
     order is the None ids (by id) and the sorted set, or the reverse.
     """
-    meta = q.model._meta
+    meta = q.meta
     total, scored, null_reply, lowest, highest = yield Pipeline([
         command("SCARD", meta.ids_key),
         command("ZCARD", index_key),
@@ -954,7 +968,7 @@ def loaded_fields(q: Query) -> frozenset[str] | None:
 
 def load_records(q: Query, ids: Sequence[str]) -> Plan[list[Any]]:
     """The records of ``ids`` that exist, with only the query's fields when it has ``only()``."""
-    meta = q.model._meta
+    meta = q.meta
     fields = loaded_fields(q)
     records = [r for r in (yield from load.load(meta, [meta.key(pk) for pk in ids], fields=fields)) if r is not None]
     if fields is not None:
@@ -1002,6 +1016,8 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
     ``materialize``-d whole, with nothing sliced, is sorted in Python:
     cheaper than reading the index.
     """
+    if q.meta.partitioned:
+        return (yield from scattered(q, chunk_size)), True
     page_by = page_attr(q)
     if page_by is not None:
         page = yield from ordered_page(q, page_by)
@@ -1023,12 +1039,54 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
             limit = None if q._high is None else q._high - q._low
         return fetch_matching(q, window, chunk_size, skip, limit), True
     if ids is None:
-        ids = yield from all_ids(q.model._meta)
+        ids = yield from all_ids(q.meta)
     if q._order:  # sorted in Python afterwards: every candidate is needed
         return fetch_matching(q, ids, chunk_size, 0, None), False
     # Unordered: any order is the query's order, so a slice stops when it is full.
     limit = None if q._high is None else q._high - q._low
     return fetch_matching(q, ids, chunk_size, q._low, limit), True
+
+
+# -- scatter and gather: a model spread over partitions --------------------------------------
+
+
+def parts(q: Query) -> list[Query]:
+    """The query bound to each partition of its spread model, each reading its first ``offset + limit``."""
+    out = []
+    for number in range(q.meta.partitions):
+        part = q._clone()
+        part._partition, part._low = number, 0  # (the slice is taken from the merged runs)
+        out.append(part)
+    return out
+
+
+def _part_records(part: Query) -> Plan[list[Any]]:
+    """One partition's matches, in the query's order, up to the slice's end."""
+    source, in_order = yield from strategy(part, chunk_size=10**9, materialize=True)
+    return _arranged(part, (yield from collect(source)), in_order)
+
+
+def scattered(q: Query, chunk_size: int) -> Plan[Plan[None]]:
+    """Run the query on every partition side by side, merge their sorted runs and slice.
+
+    Each partition reads at most ``offset + limit`` records, with its own
+    indexes (so an ordered page costs each partition about the page); the
+    runs are merged by the query's order (Timsort merges presorted runs in
+    O(n log P)), and the slice is taken from the merge.
+    """
+    runs = yield from gather([_part_records(part) for part in parts(q)])
+    merged = [record for run in runs for record in run]
+    if len(q._order) == 1 and order_attr(q) is not None:  # as one partition's index orders them
+        merged = index_order(merged, q._order[0])
+    elif q._order:  # ties by id, as on one partition
+        pk = q.meta.pk
+        merged = sort_records(sorted(merged, key=lambda record: str(record._data[pk])), q._order)
+    return _emit(merged[q._low:q._high], chunk_size)
+
+
+def _emit(records: list[Any], chunk_size: int) -> Plan[None]:
+    for start in range(0, len(records), chunk_size):
+        yield Emit(records[start:start + chunk_size])
 
 
 def collect(plan: Plan[Any]) -> Plan[list[Any]]:
@@ -1077,6 +1135,10 @@ def iterate(q: Query, chunk_size: int) -> Plan[None]:
     if q._cache is not None or q._empty:
         yield Emit(list(q._cache or ()))
         return
+    if q.meta.partitioned and not q._order and not q._low and q._high is None:
+        for part in parts(q):  # in any order: one partition after another, chunk by chunk
+            yield from iterate(part, chunk_size)
+        return
     source, in_order = yield from strategy(q, chunk_size)
     if in_order:
         yield from source
@@ -1097,17 +1159,27 @@ def count(q: Query) -> Plan[int]:
         return len(q._cache)
     if q._empty:
         return 0
-    key = _counted_by(q)
-    if key is not None:
-        return int((yield one("SCARD", key, label=q.model._meta.label))[0])
+    counted = _counted_by(q)
+    if counted is not None:
+        sizes = yield Pipeline([command("SCARD", key) for key in counted], False, q.meta.label)
+        return sum(int(size) for size in sizes)
     return len((yield from evaluate(q)))
 
 
-def _counted_by(q: Query) -> str | None:
+def _counted_by(q: Query) -> list[str] | None:
+    """The sets whose sizes add up to the query's count, if some do: the id sets, or one exact index's sets."""
+    if q.meta.partitioned:
+        found = [_counted_by(part) for part in parts(q)]
+        return None if found[0] is None else [key for keys_ in found for key in keys_ or ()]
+    key = _counted_key(q)
+    return None if key is None else [key]
+
+
+def _counted_key(q: Query) -> str | None:
     """The set whose size is the query's count, if one is: the id set, or one exact index set."""
     if q._excludes or q._low or q._high is not None:
         return None
-    meta = q.model._meta
+    meta = q.meta
     if not q._filters:
         return meta.ids_key  # type: ignore[no-any-return]
     if len(q._filters) != 1 or not counted_by_index(q._filters[0]):
@@ -1128,7 +1200,7 @@ def exists(q: Query) -> Plan[bool]:
         return (yield from count(q)) > 0  # one SCARD
     probe = q._clone()
     probe._order = ()  # any match will do
-    probe._fields = frozenset({q.model._meta.pk})
+    probe._fields = frozenset({q.meta.pk})
     return bool((yield from evaluate(probe[0:1])))
 
 
@@ -1154,7 +1226,7 @@ def earliest(q: Query, fields: Sequence[str]) -> Plan[Any]:
         raise TypeError("earliest() and latest() take the field names to order by")
     found = yield from first(q.order_by(*fields))
     if found is None:
-        raise q.model.DoesNotExist(f"{q.model._meta.label}: no record to order by {', '.join(fields)}")
+        raise q.model.DoesNotExist(f"{q.meta.label}: no record to order by {', '.join(fields)}")
     return found
 
 
@@ -1180,7 +1252,7 @@ def get_by_pk(model: type[Any], value: Any) -> Plan[Any]:
 
 def get(q: Query, args: Sequence[Any], lookups: dict[str, Any]) -> Plan[Any]:
     """The one matching record; ``get(pk)``, ``get(id=pk)`` and ``get(pk=pk)`` read it by key."""
-    meta = q.model._meta
+    meta = q.meta
     if args:
         if len(args) > 1 or lookups:
             raise TypeError("get() takes one primary key or keyword lookups")
@@ -1220,15 +1292,15 @@ def update_or_create(q: Query, defaults: dict[str, Any] | None, create_defaults:
         if created:
             return record, True
     for name, value in (defaults or {}).items():
-        if name not in q.model._meta.fields:
-            raise q.model._meta.unknown_field(name)
+        if name not in q.meta.fields:
+            raise q.meta.unknown_field(name)
         setattr(record, name, value)
     yield from record._save_plan(False)
     return record, False
 
 
 def _create_or_get(q: Query, lookups: dict[str, Any], defaults: dict[str, Any] | None) -> Plan[tuple[Any, bool]]:
-    meta = q.model._meta
+    meta = q.meta
     params = {meta.pk if name == "pk" else name.removesuffix("__exact"): value
               for name, value in lookups.items() if "__" not in name.removesuffix("__exact")}
     params.update(defaults or {})
@@ -1246,7 +1318,7 @@ def _create_or_get(q: Query, lookups: dict[str, Any], defaults: dict[str, Any] |
 
 def in_bulk(q: Query, id_list: Iterable[Any] | None, field_name: str) -> Plan[dict[Any, Any]]:
     """The matching records keyed by ``field_name``; by primary key read directly in one round trip."""
-    meta = q.model._meta
+    meta = q.meta
     name = meta.pk if field_name == "pk" else field_name
     attr = meta.fields.get(name)
     if attr is None:
@@ -1272,7 +1344,7 @@ def in_bulk(q: Query, id_list: Iterable[Any] | None, field_name: str) -> Plan[di
 
 def aggregate(q: Query, named: dict[str, aggregates.Aggregate]) -> Plan[dict[str, Any]]:
     """Summary values over the matching records; see QuerySet.aggregate."""
-    meta = q.model._meta
+    meta = q.meta
     for alias, agg in named.items():
         if not isinstance(agg, aggregates.Aggregate):
             raise TypeError(f"aggregate() takes Count, Sum, Avg, Min or Max, not {agg!r} for {alias!r}")
@@ -1284,6 +1356,9 @@ def aggregate(q: Query, named: dict[str, aggregates.Aggregate]) -> Plan[dict[str
     unfiltered = (not q._filters and not q._excludes and q._low == 0 and q._high is None
                   and q._cache is None)
     if unfiltered and all(agg.from_index(meta) for agg in named.values()):
+        if meta.partitioned:
+            found = yield from gather([aggregate_from_indexes(view, named) for view in meta.views()])
+            return {alias: _combine(agg, [part[alias] for part in found]) for alias, agg in named.items()}
         return (yield from aggregate_from_indexes(meta, named))
     if q._cache is not None:
         records: Sequence[Any] = q._cache
@@ -1293,6 +1368,16 @@ def aggregate(q: Query, named: dict[str, aggregates.Aggregate]) -> Plan[dict[str
             probe._order = ()  # the order matters only to say which records a slice holds
         records = yield from evaluate(probe.only(*(agg.field_name(meta) for agg in named.values())))
     return {alias: agg.compute(meta, records) for alias, agg in named.items()}
+
+
+def _combine(agg: aggregates.Aggregate, values: list[Any]) -> Any:
+    """One index-served aggregate over a spread model from its partitions' values: a sum, a min or a max."""
+    if isinstance(agg, aggregates.Count):
+        return sum(values)
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return max(present) if isinstance(agg, aggregates.Max) else min(present)
 
 
 def aggregate_from_indexes(meta: ModelOptions, named: dict[str, aggregates.Aggregate]) -> Plan[dict[str, Any]]:
@@ -1344,7 +1429,7 @@ def aggregate_from_indexes(meta: ModelOptions, named: dict[str, aggregates.Aggre
 
 def value_fields(q: Query, fields: Sequence[str]) -> list[str]:
     """The names values() returns, checked: attributes, ``pk``, or ``pointer__field``."""
-    meta = q.model._meta
+    meta = q.meta
     for name in fields:
         head, _, rest = name.partition("__")
         if head == "pk" and not rest:
@@ -1392,7 +1477,7 @@ def values_list(q: Query, fields: Sequence[str], flat: bool) -> Plan[list[Any]]:
 
 def update(q: Query, values: dict[str, Any]) -> Plan[int]:
     """Set attributes on every matching record and save them, 500 per script call."""
-    write.updatable(q.model._meta, values)
+    write.updatable(q.meta, values)
     records = yield from evaluate(q)
     for record in records:
         for name, value in values.items():
@@ -1406,7 +1491,7 @@ def delete(q: Query) -> Plan[int]:
     if q._empty:
         return 0
     records = yield from evaluate(q)
-    meta = q.model._meta
+    meta = q.meta
     deleted = 0
     for start in range(0, len(records), 500):
         batch = records[start:start + 500]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from repocket import errors, keys
 from repocket.attributes import Attribute, Decimal, Float, Integer, _short_repr
 from repocket.indexes import WritePlan
+from repocket.options import partition_of
 from repocket.plan.load import SECRET_MASK, _corrupt, decode_field
 from repocket.plan.rounds import Eval, Plan, Sleep
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from repocket.options import ModelOptions
 
 __all__ = [
-    "LEASE_PAUSE", "WRITE_BUDGET", "WriteJob", "append", "bulk_save", "bulk_update", "delete", "increment", "run_writes",
+    "LEASE_PAUSE", "WRITE_BUDGET", "WriteJob", "append", "bulk_save", "bulk_update", "by_partition", "delete", "increment", "run_writes",
     "save",
 ]
 
@@ -290,6 +291,10 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
     the caller has just generated: nothing can be stored under them, which the
     script checks at the cost of one EXISTS (see :class:`WriteJob`).
     """
+    if meta.partitioned:  # one script call per partition: all-or-nothing within each
+        for view, group in by_partition(meta, instances):
+            yield from save(view, group, force, fields=fields, fresh=fresh)
+        return
     chosen = _chosen_fields(meta, fields)
     prepared = []
     jobs = []
@@ -366,6 +371,14 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
             instance._version = (instance._version or 0) + 1
 
 
+def by_partition(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> list[tuple[ModelOptions, list[Any]]]:
+    """The instances grouped by the partition holding them, each group with its partition's view."""
+    groups: dict[int, list[Any]] = {}
+    for instance in instances:
+        groups.setdefault(partition_of(instance._data[meta.pk], meta.partitions), []).append(instance)
+    return [(meta.partition(number), group) for number, group in sorted(groups.items())]
+
+
 def _chosen_fields(meta: ModelOptions, fields: Collection[str] | None) -> frozenset[str]:
     """The attribute names a save considers: ``fields`` (checked), or every attribute."""
     if fields is None:
@@ -384,6 +397,12 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
     instance never loaded (``Model(id=...)``) claims no version, so none is
     checked. Its stored values are unknown: the guards fetch them.
     """
+    if meta.partitioned:
+        counts: dict[int, int] = {}
+        for view, group in by_partition(meta, instances):
+            for instance, deleted in zip(group, (yield from delete(view, group))):
+                counts[id(instance)] = deleted
+        return [counts[id(instance)] for instance in instances]
     jobs = []
     for instance in instances:
         pk = str(instance._data[meta.pk])
@@ -426,6 +445,7 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     if step is None:
         raise attr._invalid(amount)
     pk = str(instance._pk())
+    meta = meta.for_pk(pk)
     record = meta.key(pk)
     if isinstance(attr, Integer) and not attr.unique and abs(step) < 2**52:
         script_keys = [record, keys.lease_key(meta.prefix, pk)]

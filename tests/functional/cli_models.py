@@ -10,3 +10,13 @@ class Spell(ActiveRecord):
         namespace = "cli"
 
     name = attributes.Unicode(index=True)
+
+
+class Scroll(ActiveRecord):
+    """A model spread over 4 partitions, for ``repocket repartition``."""
+
+    class Meta:
+        namespace = "cli"
+        partitions = 4
+
+    title = attributes.Unicode(index=True)

@@ -672,6 +672,7 @@ def _comparable(result: Any) -> Any:
     return result
 
 
+@pytest.mark.one_partition
 @pytest.mark.asyncio
 @pytest.mark.parametrize("operation", list(TWINS))
 async def test_async_sends_the_same_commands_as_sync(operation: str, repocket_connection: redis_py.Redis) -> None:

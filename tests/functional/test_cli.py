@@ -67,6 +67,30 @@ def test_reindex_rebuilds_the_id_set(repocket_connection: redis_py.Redis, redis_
     assert Spell.objects.count() == 1
 
 
+def test_repartition_moves_records_and_shows_progress(repocket_connection: redis_py.Redis, redis_url: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``repocket repartition`` moves the records of the standalone layout into the model's partitions."""
+    from repocket import ActiveRecord, attributes
+    from tests.functional.cli_models import Scroll
+
+    before = type("Scroll", (ActiveRecord,), {  # the same model, as declared before it was spread
+        "__module__": "tests.functional.cli_models", "title": attributes.Unicode(index=True),
+        "Meta": type("Meta", (), {"namespace": "cli", "partitions": 1}),
+    })
+    before.objects.bulk_create([before(title=f"t{i}") for i in range(7)])
+    assert Scroll.objects.count() == 0
+    assert main(["--url", redis_url, "repartition", "tests.functional.cli_models.Scroll"]) == 0
+    out, err = capsys.readouterr()
+    assert "Scroll: 7 records moved from the standalone layout into its 4 partitions" in out
+    assert err.strip().splitlines()[-1] == "7/7"
+    assert Scroll.objects.count() == 7 and before.objects.count() == 0
+    assert main(["--url", redis_url, "repartition", "--from", "4", "tests.functional.cli_models.Scroll"]) == 0
+    assert "0 records moved from 4 partitions" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["repartition", "--from", "zero", "tests.functional.cli_models.Scroll"])
+    assert "expected 'standalone' or a partition count, not 'zero'" in capsys.readouterr().err
+
+
 def test_an_unknown_model_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     """A path that is not a model exits 2 with a one-line message naming it."""
     assert main(["check", "repocket.errors.RepocketError"]) == 2
@@ -309,8 +333,8 @@ def test_check_and_reindex_on_a_cluster(redis_cluster: LocalCluster, capsys: pyt
         client = configure.cluster(url=redis_cluster.url)
         for node in client.get_primaries():
             client.get_redis_connection(node).flushall()
-        Spell.create(name="Accio")
-        client.delete(f"{Spell._meta.prefix}:_eq:name:Accio")
+        spell = Spell.create(name="Accio")
+        client.delete(f"{Spell._meta.prefix_for(spell.pk)}:_eq:name:Accio")  # (in its partition: 16 on a cluster)
         model = "tests.functional.cli_models.Spell"
         assert main(["check", "--cluster", "--url", redis_cluster.url, model]) == 1
         assert "missing_entries" in capsys.readouterr().out

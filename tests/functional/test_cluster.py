@@ -1,8 +1,10 @@
-"""repocket on a real Redis Cluster (3 primaries, 3 replicas on loopback): SPEC §6, one partition per model.
+"""repocket on a real Redis Cluster (3 primaries, 3 replicas on loopback): SPEC §6, models of one partition.
 
-``configure.cluster()`` gives every model's keys one hash tag, so all of them
-share a slot: each write is one single-slot script call, and every query runs
-on the node of that slot. Models land on different nodes.
+``configure.cluster()`` gives every key of a one-partition model one hash tag,
+so all of them share a slot: each write is one single-slot script call, and
+every query runs on the node of that slot. Models land on different nodes.
+Models spread over 16 partitions (the default on a cluster) are tested in
+tests/functional/test_partitions.py.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Flight(ActiveRecord):
 class Crew(ActiveRecord):
     name = attributes.Unicode(index=True)
     flight = attributes.Pointer(Flight, null=True)
+
+    class Meta:
+        partitions = 1  # (spread models: tests/functional/test_partitions.py)
 
 
 @pytest.fixture
@@ -138,15 +143,6 @@ def test_configure_cluster_needs_one_way_to_reach_it() -> None:
         configure.cluster(url="redis://127.0.0.1:7000", nodes=[("127.0.0.1", 7000)])
 
 
-def test_more_than_one_partition_is_refused_at_declaration() -> None:
-    with pytest.raises(errors.RepocketActiveRecordDefinitionError, match="partitions must be 1"):
-        class Sharded(ActiveRecord):
-            class Meta:
-                partitions = 16
-
-            name = attributes.Unicode()
-
-
 def test_a_write_during_a_slot_migration_is_called_again_until_the_slot_has_moved(cluster: RedisCluster) -> None:
     """While the model's slot migrates, the old owner answers ASK and the importing node TRYAGAIN (not every
     key of the call is there yet): nothing ran, so the script is called again, and once the slot has moved,
@@ -168,6 +164,9 @@ def test_a_write_during_a_slot_migration_is_called_again_until_the_slot_has_move
 class Roster(ActiveRecord):
     flight = attributes.Pointer(Flight)
     crew = attributes.Pointer(Crew)
+
+    class Meta:
+        partitions = 1
 
 
 def test_pointers_to_models_in_different_slots_load_in_one_level(cluster: RedisCluster) -> None:
@@ -228,6 +227,7 @@ def _model_in_slots(high: int) -> type[ActiveRecord]:
         if key_slot(prefix.encode()) < high:
             return type(f"Parcel{i}", (ActiveRecord,), {
                 "__module__": __name__, "label": attributes.Unicode(index=True), "weight": attributes.Integer(),
+                "Meta": type("Meta", (), {"partitions": 1}),
             })
     raise AssertionError("no model name hashes to the first slots")
 

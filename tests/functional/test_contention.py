@@ -153,6 +153,7 @@ def test_float_increments_racing_saves_lose_nothing(conn: redis_py.Redis, redis_
     assert_clean(Page)
 
 
+@pytest.mark.one_partition
 def test_a_lease_of_another_writer_delays_writes_until_it_expires(conn: redis_py.Redis) -> None:
     """A lease left by a crashed writer holds save, delete and incr back until it expires, then they run."""
     page = Page.create(title="p", views=1)
@@ -172,6 +173,7 @@ def test_a_lease_of_another_writer_delays_writes_until_it_expires(conn: redis_py
     assert_clean(Page)
 
 
+@pytest.mark.one_partition
 def test_a_lease_without_expiry_is_ignored(conn: redis_py.Redis) -> None:
     """A lease key that repocket did not set (no expiry) never blocks a record's writes."""
     page = Page.create(title="p", views=1)
@@ -185,6 +187,7 @@ def test_a_lease_without_expiry_is_ignored(conn: redis_py.Redis) -> None:
     assert Page.objects.get(id=page.id).title == "q"
 
 
+@pytest.mark.one_partition
 def test_check_does_not_report_a_lease(conn: redis_py.Redis) -> None:
     """check() treats a lease key as bookkeeping: a held lease is not a problem, and repair leaves it."""
     profile = Profile.create(name="n", age=1)

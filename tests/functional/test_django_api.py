@@ -1003,6 +1003,7 @@ def test_first_and_last_follow_ordering(plains: list[Plain]) -> None:
     assert Plain.objects.order_by("k").reverse().first().k == 199
 
 
+@pytest.mark.one_partition
 def test_first_on_large_model_loads_one_record(plains: list[Plain]) -> None:
     """first()/last() on an unfiltered 200-record model load a single record."""
     with count_round_trips() as trips:
@@ -1080,6 +1081,7 @@ def test_values_across_a_pointer_by_pk(library: dict[str, Any]) -> None:
 # -- exists ------------------------------------------------------------------------------------
 
 
+@pytest.mark.one_partition
 def test_exists_on_unindexed_filter_stops_at_first_match(plains: list[Plain]) -> None:
     """exists() with an unindexed filter whose first record (by id) matches loads only a few records."""
     first = min(plains, key=lambda p: str(p.pk))

@@ -750,6 +750,7 @@ def test_deleting_a_never_loaded_versioned_record_by_id_deletes_it(conn: redis_p
     assert_clean(Ledger)
 
 
+@pytest.mark.one_partition  # (one script call per partition)
 def test_save_with_fields_writes_only_those_attributes(conn: redis_py.Redis) -> None:
     """save_instances(fields=...) writes only the named attributes (and their indexes) of existing records."""
     records = [Profile.create(name=f"n{i}", bio="old", age=i, avatar=b"a") for i in range(3)]
@@ -790,6 +791,7 @@ def test_save_with_fields_of_instances_never_loaded_keeps_the_other_attributes(c
     assert_clean(Profile)
 
 
+@pytest.mark.one_partition  # (all or nothing per partition: tests/functional/test_partitions.py)
 def test_save_with_fields_of_a_missing_record_raises_and_writes_nothing(conn: redis_py.Redis) -> None:
     """A batch saved with fields=... where one record is gone raises DoesNotExist naming it, writing nothing."""
     records = [Profile.create(name=f"n{i}", age=i) for i in range(3)]

@@ -251,6 +251,7 @@ def test_a_page_of_a_nan_float_order_matches_python(readings: list[Reading], str
             assert [str(r.id) for r in got] == _index_order(pool, "ratio", descending)[low:high]
 
 
+@pytest.mark.one_partition
 def test_an_unfiltered_slice_reads_only_its_window(readings: list[Reading]) -> None:
     """Without NaN in the index, an unfiltered slice is 2 index round trips and fetches only its records."""
     with count_round_trips() as trips:
@@ -261,6 +262,7 @@ def test_an_unfiltered_slice_reads_only_its_window(readings: list[Reading]) -> N
     assert len(hgetalls) == 5
 
 
+@pytest.mark.one_partition
 def test_first_of_an_unordered_query_fetches_one_record(readings: list[Reading]) -> None:
     """first() without an order reads the candidates' ids and then a single record."""
     with count_round_trips() as trips:
@@ -270,6 +272,7 @@ def test_first_of_an_unordered_query_fetches_one_record(readings: list[Reading])
     assert len(hgetalls) == 1
 
 
+@pytest.mark.one_partition
 def test_an_unindexed_slice_fetches_in_growing_chunks(readings: list[Reading]) -> None:
     """A slice no index serves stops when full: it reads chunks of 1, 2, 4... not every record."""
     by_id = sorted(readings, key=lambda r: str(r.id))
@@ -318,6 +321,7 @@ def _entries_read(trips: RoundTrips) -> int:
                and b"WITHSCORES" not in (arg.upper() for arg in c))
 
 
+@pytest.mark.one_partition
 def test_a_page_of_a_large_filter_reads_part_of_the_order_index(repocket_connection: redis_py.Redis) -> None:
     """A 10-record page of 1 match in 10, ordered by name, reads a few hundred index entries, not all 3,000."""
     Entry.objects.bulk_create(Entry(name=f"n{i:05d}", group=7 if i % 10 == 0 else 1) for i in range(3000))
@@ -332,6 +336,7 @@ def test_a_page_of_a_large_filter_reads_part_of_the_order_index(repocket_connect
     assert sum(1 for c in trips.commands() if c[0].upper() == b"HGETALL") == 3
 
 
+@pytest.mark.one_partition
 @pytest.mark.parametrize("fetch_values", [False, True], ids=["load them", "fetch their names"])
 def test_a_page_of_few_candidates_reads_no_index_range(repocket_connection: redis_py.Redis,
                                                        monkeypatch: pytest.MonkeyPatch, fetch_values: bool) -> None:
@@ -351,6 +356,7 @@ def test_a_page_of_few_candidates_reads_no_index_range(repocket_connection: redi
         assert trips.count == 3  # sizes, the candidates, the records
 
 
+@pytest.mark.one_partition
 def test_an_iterator_sorted_in_python_reads_its_candidates_once(readings: list[Reading]) -> None:
     """iterator() over an order no index serves reads the filter's index once, then sorts what it loaded."""
     site_key = f"{Reading._meta.prefix}:_eq:site:a".encode()
@@ -397,6 +403,7 @@ def people(repocket_connection: redis_py.Redis) -> list[Person]:
     return records
 
 
+@pytest.mark.one_partition
 def test_a_page_costs_a_few_round_trips_whatever_the_matches(people: list[Person]) -> None:
     """10,000 records: a page of a 1% or a 50% filter, by name or by age, either way, at offsets:
     at most PAGE_ROUND_TRIPS round trips, nothing written, and for 50% no candidate read at all."""
@@ -420,6 +427,7 @@ def test_a_page_costs_a_few_round_trips_whatever_the_matches(people: list[Person
                     assert trips.names().count(b"HGETALL") == len(expected)
 
 
+@pytest.mark.one_partition
 def test_a_skewed_match_costs_few_round_trips(repocket_connection: redis_py.Redis) -> None:
     """Matches all at the far end of the order, where the estimate says they are spread: the walk's
     chunks double, so finding them costs a logarithmic number of round trips."""

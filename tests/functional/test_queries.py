@@ -405,6 +405,7 @@ def test_pointers_are_indexed_by_default() -> None:
     assert Item._meta.fields["plain_project"].index is False
 
 
+@pytest.mark.one_partition
 def test_pointer_filter_reads_the_index_sets(dataset: Dataset, redis: Any) -> None:
     """Reverse lookups (filter(project=p)) are answered from an index set holding exactly those ids."""
     apollo = dataset.project("apollo")
@@ -728,6 +729,7 @@ def test_iterator_yields_every_record_once_across_chunks(dataset: Dataset, query
         assert [r.rank for r in seen] == sorted(r.rank for r in seen)
 
 
+@pytest.mark.one_partition
 def test_iterator_fetches_one_chunk_at_a_time(dataset: Dataset) -> None:
     """iterator() reads records chunk_size at a time instead of loading them all first."""
     def item_reads(trips: Any) -> int:
@@ -801,6 +803,7 @@ def _bookkeeping(redis: Any, prefix: str) -> dict[bytes, Any]:
     return out
 
 
+@pytest.mark.one_partition
 def test_reindex_rebuilds_deleted_indexes_idempotently(dataset: Dataset, redis: Any) -> None:
     """reindex() rebuilds index keys deleted behind its back, reports progress, and is idempotent."""
     before = _bookkeeping(redis, Item._meta.prefix)
@@ -817,6 +820,7 @@ def test_reindex_rebuilds_deleted_indexes_idempotently(dataset: Dataset, redis: 
     assert set(pks(Item.objects.filter(rank=1))) == brute_force(dataset.items, "rank", "exact", 1)
 
 
+@pytest.mark.one_partition
 def test_reindex_builds_an_index_added_to_a_model_with_data(repocket_connection: Any) -> None:
     """Records saved without index=True become queryable by index after the model adds it and reindexes."""
     plain_model = _legacy_model(indexed=False)
@@ -843,6 +847,7 @@ def test_check_is_empty_after_normal_operations(dataset: Dataset) -> None:
     assert report.records == Item.objects.count()
 
 
+@pytest.mark.one_partition
 def test_check_reports_and_repairs_entries_changed_behind_its_back(dataset: Dataset, redis: Any) -> None:
     """check() lists index entries removed or added behind repocket's back; repair=True fixes them."""
     victim = next(r for r in dataset.items if r.rank == 1)
@@ -980,6 +985,7 @@ def test_two_pointer_levels_take_one_more_round_trip(repocket_connection: Any) -
     assert trips.count <= 4
 
 
+@pytest.mark.one_partition
 def test_bulk_create_is_one_round_trip_per_batch(repocket_connection: Any) -> None:
     """bulk_create of 1,000 records with batch_size=500 is 2 round trips."""
     _warm_scripts(repocket_connection)
@@ -991,6 +997,7 @@ def test_bulk_create_is_one_round_trip_per_batch(repocket_connection: Any) -> No
     assert Counter.objects.filter(n__gte=990).count() == 10
 
 
+@pytest.mark.one_partition
 def test_queryset_update_and_delete_are_batched(repocket_connection: Any) -> None:
     """update() and delete() on 300 matches take a bounded number of round trips, not one per record."""
     _warm_scripts(repocket_connection)

@@ -241,6 +241,7 @@ def test_versioned_orphans_can_be_read_refreshed_and_deleted(repocket_connection
     assert VersionedBook.objects.check().ok
 
 
+@pytest.mark.one_partition
 def test_check_reports_orphans_and_repair_nulls_only_nullable_pointers(repocket_connection: redis_py.Redis) -> None:
     """check() lists broken pointers; repair sets a null=True one to None and leaves a null=False one."""
     editor = Author.create(name="editor")
@@ -320,6 +321,7 @@ def test_in_with_a_string_or_a_scalar_raises(value: Any) -> None:
         Book.objects.filter(title__in=value)
 
 
+@pytest.mark.one_partition
 def test_count_on_an_id_set_of_the_wrong_type_is_a_corrupt_record_error(repocket_connection: redis_py.Redis) -> None:
     """count() names the key when _ids holds the wrong Redis type."""
     repocket_connection.set(Book._meta.ids_key, "x")
@@ -340,6 +342,7 @@ def test_bulk_create_refuses_the_same_instance_twice(repocket_connection: redis_
     assert Book.objects.count() == 0
 
 
+@pytest.mark.one_partition
 def test_count_reads_the_index_and_check_finds_the_drift(repocket_connection: redis_py.Redis) -> None:
     """As documented, count() of one exact indexed lookup trusts the index, and check() reports a stale entry."""
     author = Author.create(name="a")
