@@ -20,7 +20,7 @@ PLAIN_TESTS := $(addprefix tests/functional/test_,api.py queries.py integrity.py
 
 # The query and write tests, run again with every model spread over 4 partitions (scatter and gather).
 PARTITION_TESTS := $(addprefix tests/functional/test_,queries.py order_pushdown.py django_api.py integrity.py \
-	async_scenarios.py roundtrip_properties.py red_team.py contention.py fresh_ids.py partitions.py)
+	async_scenarios.py roundtrip_properties.py red_team.py contention.py fresh_ids.py partitions.py unique_claims.py)
 
 test: $(STAMP)  ## run the test suite on a real redis-server, then again in the plain format and over 4 partitions
 	$(BIN)/python -m pytest

@@ -14,6 +14,7 @@ key                                       type          holds
 ``<prefix>:_lex:<field>``                 sorted set    ``value\\x00id`` for Unicode prefix/order
 ``<prefix>:_unique:<field>``              hash          token -> id for ``unique=True`` fields
 ``<prefix>:_lease:<uuid>``                string        a writer's token: its lease on one record
+``<prefix>:_revoked:<uuid>``              set           a spread model's record: claim generations revoked (a day)
 ``<prefix>:_format``                      string        the storage format ``migrate-format`` last converted every record to
 ``<prefix>:_migrating:<format>``          set           ids converted to ``<format>`` by a migration still under way
 ========================================  ============  ===================================================================
@@ -103,6 +104,20 @@ def lex_index_key(prefix: str, field: str) -> str:
 def unique_key(prefix: str, field: str) -> str:
     """The hash mapping a unique field's token to the id holding it."""
     return f"{prefix}:_unique:{field}"
+
+
+#: How many claims hashes hold each unique field's claims on a model spread over partitions.
+CLAIM_BUCKETS = 256
+
+
+def claims_key(model_prefix: str, field: str, bucket: int) -> str:
+    """``{<model prefix>:_claims:<bucket>}:_unique:<field>``: one bucket of a spread model's unique claims."""
+    return f"{{{model_prefix}:_claims:{bucket}}}:_unique:{field}"
+
+
+def revoked_key(prefix: str, pk: uuid.UUID | str) -> str:
+    """The set of a record's revoked claim generations (in its partition; see repocket/plan/claims.py)."""
+    return f"{prefix}:_revoked:{pk}"
 
 
 def lease_key(prefix: str, pk: uuid.UUID | str) -> str:

@@ -27,7 +27,7 @@ DEFAULT_FORMAT = "envelope"
 #: (on a standalone server the default is 1: the keys of the storage format, exactly).
 CLUSTER_PARTITIONS = 16
 #: The partition count of a model whose ``Meta`` names none, on any server; None (the default)
-#: means CLUSTER_PARTITIONS on a cluster and 1 on one server. A model with unique fields has 1.
+#: means CLUSTER_PARTITIONS on a cluster and 1 on one server.
 DEFAULT_PARTITIONS: int | None = None
 
 
@@ -72,24 +72,16 @@ class ModelOptions:
         self._pinned: int | None = None
         self._fixed_prefix: str | None = None
         self._views: dict[int, list[ModelOptions]] = {}
-        if self.unique and (self.declared_partitions or 1) > 1:
-            raise errors.RepocketActiveRecordDefinitionError(
-                f"{self.label}.Meta: partitions = {self.declared_partitions} with unique fields "
-                f"({', '.join(self.unique)}): a unique constraint is kept within one partition so far, "
-                "so a model with unique fields has one partition"
-            )
 
     # -- partitions -------------------------------------------------------------------------
 
     @property
     def partitions(self) -> int:
-        """P: ``Meta.partitions``, else 16 on a cluster (1 for a model with unique fields) and 1 on one server."""
+        """P: ``Meta.partitions``, else 16 on a cluster and 1 on one server (see :data:`DEFAULT_PARTITIONS`)."""
         if self._pinned is not None:
             return self._pinned
         if self.declared_partitions is not None:
             return self.declared_partitions
-        if self.unique:
-            return 1
         if DEFAULT_PARTITIONS is not None:
             return DEFAULT_PARTITIONS
         return CLUSTER_PARTITIONS if keys.LAYOUT.cluster else 1

@@ -29,6 +29,11 @@
 --                                      else {"clash", k, token, other id}
 --          version <expected>          the hash's _version must equal expected
 --                                      ("" = absent), else {"stale", current}
+--          fenced  <k> <generation>    the set k (the record's revoked claim
+--                                      generations) must not hold generation,
+--                                      else {"revoked", generation}: a unique
+--                                      value's claim this write relies on was
+--                                      revoked (repocket/plan/claims.py)
 --          new                         the record's own keys (its hash and its
 --                                      strings: lease, ByteStreams) must not
 --                                      exist, else {"present"}; the caller sends
@@ -61,7 +66,7 @@
 
 local LEASE_MS = 2000
 local letters = {h = "hash", s = "set", z = "zset", t = "string"}
-local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2, new = 1}
+local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2, new = 1, fenced = 3}
 local write_arity = {hset = 3, hdel = 2, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
                      zadd = 4, zrem = 3, uset = 4, udel = 4}
 local token = ARGV[2]
@@ -84,9 +89,9 @@ local function preflight(rec)
     if not n then return "unknown check at argument " .. j end
     if ARGV[j] == "version" then rec.versioned = true end
     if ARGV[j] == "new" then rec.new = true end
-    if ARGV[j] == "unique" then
+    if ARGV[j] == "unique" or ARGV[j] == "fenced" then
       local k = tonumber(ARGV[j + 1])
-      if not k or k < 1 or k > rec.nkeys then return "bad key number in unique" end
+      if not k or k < 1 or k > rec.nkeys then return "bad key number in " .. ARGV[j] end
     end
     j = j + n
   end
@@ -189,6 +194,10 @@ local function check(rec)
       if current ~= (op == "guard" and ARGV[j + 2]) then
         conflicts[#conflicts + 1] = ARGV[j + 1]
         conflicts[#conflicts + 1] = current
+      end
+    elseif op == "fenced" then
+      if redis.call("SISMEMBER", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2]) == 1 then
+        return {"revoked", ARGV[j + 2]}
       end
     elseif op == "unique" then
       local holder_id = redis.call("HGET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])

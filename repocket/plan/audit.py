@@ -7,12 +7,13 @@ original repocket, which kept no id set. Planning only (see :mod:`repocket.plan`
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from repocket import errors, indexes, keys
-from repocket.plan import load, write
+from repocket.plan import claims, load, write
 from repocket.plan.rounds import Command, Pipeline, Plan, command, one
 
 if TYPE_CHECKING:
@@ -226,7 +227,45 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
         report.repaired = True
     if repair and report.broken_pointers:
         report.repaired = (yield from _null_broken_pointers(meta, report.broken_pointers)) or report.repaired
+    if meta.partitioned and meta.unique:
+        holders = {(key.rsplit(":", 1)[1], member): score for (key, member), (kind, score) in expected.items()
+                   if kind == "h"}
+        report.repaired = (yield from _check_claims(meta, holders, report, repair)) or report.repaired
     return report
+
+
+def _check_claims(meta: ModelOptions, holders: dict[tuple[str, str], str], report: CheckReport,
+                  repair: bool) -> Plan[bool]:
+    """Compare a spread model's unique claims with the records holding the values (repocket/plan/claims.py).
+
+    A claim nobody holds is stale (a writer stopped between its steps); a value
+    held without its claim is missing. Repair releases the first, settling each
+    in its claimant's partition first, and claims the second for its holder.
+    """
+    buckets = [(name, keys.claims_key(meta.standalone_prefix, name, bucket))
+               for name in meta.unique for bucket in range(keys.CLAIM_BUCKETS)]
+    replies = yield Pipeline([command("HGETALL", key) for _, key in buckets], False, meta.label)
+    claimed: dict[tuple[str, str], str] = {}
+    stale: list[tuple[str, str, str]] = []
+    for (name, key), reply in zip(buckets, replies):
+        for raw_token, raw_claim in reply.items():
+            token, owner = raw_token.decode("utf-8", "surrogateescape"), raw_claim.decode().partition(" ")[0]
+            claimed[(name, token)] = owner
+            if holders.get((name, token)) != owner:
+                report.stale_entries.append((key, token))
+                stale.append((name, token, owner))
+    missing = [(name, token, pk) for (name, token), pk in holders.items() if claimed.get((name, token)) != pk]
+    report.missing_entries.extend((claims.claims_key(meta, name, token), token) for name, token, _ in missing)
+    if not repair or not (stale or missing):
+        return False
+    for name, token, owner in stale:
+        yield from claims.release(meta, name, token, owner)
+    for name, token, pk in missing:
+        try:
+            yield from claims.take(meta, [claims.Claim(name, token, pk, token, secrets.token_hex(8))])
+        except errors.UniqueConstraintError:
+            pass  # two records hold the value: left for the application, and reported again
+    return True
 
 
 def _null_broken_pointers(meta: ModelOptions, broken: list[tuple[str, str, str]]) -> Plan[bool]:

@@ -20,6 +20,7 @@ from repocket import errors, keys
 from repocket.attributes import Attribute, Decimal, Float, Integer, _short_repr
 from repocket.indexes import WritePlan
 from repocket.options import partition_of
+from repocket.plan import claims
 from repocket.plan.load import SECRET_MASK, _corrupt, decode_field
 from repocket.plan.rounds import Eval, Plan, Sleep
 
@@ -39,6 +40,10 @@ WRITE_BUDGET = 10.0
 #: The pause (seconds) before calling again when another writer holds a lease,
 #: random so that waiting writers do not all come back at once.
 LEASE_PAUSE = (0.0005, 0.003)
+
+
+class ClaimRevoked(Exception):
+    """A unique value's claim a write relied on was taken over: nothing was written; claim again."""
 
 
 class WriteJob:
@@ -61,6 +66,9 @@ class WriteJob:
         self.last_seen: dict[bytes, bytes] = dict(stored or {})
         #: How many keys its ``del`` ops deleted, once written.
         self.deleted = 0
+        #: Unique field -> (revoked-generations set, generation): the claims of a spread model its
+        #: write relies on (repocket/plan/claims.py), checked not revoked in the same call.
+        self.fences: dict[str, tuple[str, str]] = {}
 
     def retry_from(self, reply: list[Any]) -> None:
         status = reply[0]
@@ -168,6 +176,8 @@ def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> No
     status = reply[0]
     if status in (b"wrongtype", b"corrupt"):
         raise _stored_data_error(plan.keys[0], reply)
+    if status == b"revoked":
+        raise ClaimRevoked()
     if status in (b"taken", b"clash"):
         slot, token, other = int(reply[1]), _text(reply[2]), _text(reply[3])
         field = plan.keys[slot - 1].rsplit(":", 1)[-1]
@@ -263,6 +273,9 @@ def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, recor
     if problem is not None:
         raise attr._invalid(new, problem)
     if token is not None:
+        fence = job.fences.get(name)
+        if fence is not None:
+            plan.check("fenced", plan.slot(fence[0], "s"), fence[1])
         plan.check("unique", unique_slot, token, pk)
         plan.unique_values[token] = new
         plan.write("uset", unique_slot, token, pk)
@@ -277,7 +290,8 @@ def _guard(plan: WritePlan, name: str, raw: bytes | None) -> None:
 
 
 def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = False,
-         *, fields: Collection[str] | None = None, fresh: Collection[str] = ()) -> Plan[None]:
+         *, fields: Collection[str] | None = None, fresh: Collection[str] = (),
+         fences: dict[tuple[str, str], tuple[str, str]] | None = None) -> Plan[None]:
     """Write validated instances (ids assigned) in one script call: all of them, or none.
 
     An instance loaded or saved before writes only the attributes whose bytes
@@ -289,11 +303,15 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
     written, indexed or compared, even with ``force``; such an instance must
     exist too, as its record cannot be written whole. ``fresh`` holds the ids
     the caller has just generated: nothing can be stored under them, which the
-    script checks at the cost of one EXISTS (see :class:`WriteJob`).
+    script checks at the cost of one EXISTS (see :class:`WriteJob`). ``fences``
+    maps ``(id, unique field)`` to the claim its write relies on (a spread model).
     """
+    if meta.partitioned and meta.unique:
+        yield from _save_claimed(meta, instances, force, fields, fresh)
+        return
     if meta.partitioned:  # one script call per partition: all-or-nothing within each
         for view, group in by_partition(meta, instances):
-            yield from save(view, group, force, fields=fields, fresh=fresh)
+            yield from save(view, group, force, fields=fields, fresh=fresh, fences=fences)
         return
     chosen = _chosen_fields(meta, fields)
     prepared = []
@@ -355,6 +373,8 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
             believed = None if force else instance._stored
         jobs.append(WriteJob(make_plan, believed, must_exist=partial,
                              fresh=believed is None and not partial and pk in fresh))
+        if fences:
+            jobs[-1].fences = {name: fence for (owner, name), fence in fences.items() if owner == pk}
     yield from run_writes(meta, jobs)
     for instance, encoded, streams, partial, claims_version in prepared:
         written = {field: raw for field, raw in encoded.items() if raw is not None}
@@ -398,10 +418,14 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
     checked. Its stored values are unknown: the guards fetch them.
     """
     if meta.partitioned:
+        held = [(str(instance._data[meta.pk]), name, token)
+                for instance in instances for name, token in _stored_tokens(meta, instance)]
         counts: dict[int, int] = {}
         for view, group in by_partition(meta, instances):
             for instance, deleted in zip(group, (yield from delete(view, group))):
                 counts[id(instance)] = deleted
+        for pk, name, token in held:  # (a value unknown here is released by the next claimant or check())
+            yield from claims.release(meta, name, token, pk)
         return [counts[id(instance)] for instance in instances]
     jobs = []
     for instance in instances:
@@ -427,6 +451,50 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
     return [job.deleted for job in jobs]
 
 
+def _save_claimed(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool,
+                  fields: Collection[str] | None, fresh: Collection[str]) -> Plan[None]:
+    """Save instances of a spread model with unique fields: claim, write, release (repocket/plan/claims.py)."""
+    names = _chosen_fields(meta, fields)
+    held = [(str(instance._data[meta.pk]), name, token)
+            for instance in instances for name, token in _stored_tokens(meta, instance)]
+    deadline = time.monotonic() + WRITE_BUDGET
+    while True:
+        wanted = claims.wanted(meta, instances, [n for n in names if not any(n in i._deferred for i in instances)])
+        try:
+            yield from claims.take(meta, wanted)
+            fences = {(c.pk, c.field): (keys.revoked_key(meta.prefix_for(c.pk), c.pk), c.generation)
+                      for c in wanted}
+            for view, group in by_partition(meta, instances):
+                yield from save(view, group, force, fields=fields, fresh=fresh, fences=fences)
+        except ClaimRevoked:  # another writer took a value over before our write landed: claim again
+            if time.monotonic() > deadline:
+                raise errors.ConflictError(f"{meta.label}: for {WRITE_BUDGET:g} s other writers kept taking "
+                                           "its unique values over; nothing more was written") from None
+            continue
+        except Exception:
+            for claim in wanted:  # those this write does not hold (a record holding one keeps it)
+                yield from claims.release(meta, claim.field, claim.token, claim.pk)
+            raise
+        break
+    now = {(c.pk, c.field, c.token) for c in wanted}
+    for pk, name, token in held:
+        if (pk, name, token) not in now:
+            yield from claims.release(meta, name, token, pk)
+
+
+def _stored_tokens(meta: ModelOptions, instance: ActiveRecord) -> list[tuple[str, str]]:
+    """``(unique field, token)`` of the values the instance was loaded or last saved with."""
+    out = []
+    for name in meta.unique:
+        raw = (instance._stored or {}).get(name.encode())
+        if raw is None:
+            continue
+        value = _old_value(meta, instance._key(), name, raw)
+        if value is not _UNREADABLE and value is not None:
+            out.append((name, meta.fields[name].index_token(value)))
+    return out
+
+
 def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     """Add ``amount`` to a number attribute inside Redis; returns the stored result.
 
@@ -444,6 +512,12 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     step = attr.cast(amount)
     if step is None:
         raise attr._invalid(amount)
+    if attr.unique and meta.partitioned:
+        raise errors.ValidationError(
+            f"{meta.label}.{name}: a unique field of a model spread over partitions is not incremented in "
+            "place (its new value must be claimed first): set it and save()",
+            model=meta.label, field=name, value=amount, expected="a field that is not unique",
+        )
     pk = str(instance._pk())
     meta = meta.for_pk(pk)
     record = meta.key(pk)

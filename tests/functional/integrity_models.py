@@ -144,6 +144,8 @@ def ids_in_database(client: redis_py.Redis) -> set[str]:
     """Every UUID that appears anywhere in the database: key names, members, hash fields, values."""
     found: set[bytes] = set()
     for key in client.scan_iter(count=1000):
+        if b":_revoked:" in key:
+            continue  # a spread model's revoked claim generations of a record (repocket/plan/claims.py)
         found.update(_UUID.findall(key))
         kind = client.type(key)
         if kind == b"set":

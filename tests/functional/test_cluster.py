@@ -35,6 +35,9 @@ class Flight(ActiveRecord):
     fare = attributes.Decimal()
     log = attributes.ByteStream()
 
+    class Meta:
+        partitions = 1
+
 
 class Crew(ActiveRecord):
     name = attributes.Unicode(index=True)

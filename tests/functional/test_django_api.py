@@ -310,6 +310,7 @@ def test_update_or_create_writes_only_changed_fields(repocket_connection: Any,
     assert stored.nick == "behind"
 
 
+@pytest.mark.one_partition
 def test_update_or_create_sends_only_changed_field_in_the_write(repocket_connection: Any) -> None:
     """The write command of an update names the changed field and not the unchanged ones."""
     _warm(repocket_connection)
@@ -520,6 +521,7 @@ def test_bulk_update_writes_named_field_even_if_unchanged_locally(repocket_conne
     assert _stored(Person, p.pk).note == "mine"
 
 
+@pytest.mark.one_partition
 def test_bulk_update_missing_record_raises_and_writes_nothing(repocket_connection: Any) -> None:
     """A missing record raises DoesNotExist; nothing of its batch is written, and it is not recreated."""
     a, b, c = (Person.create(name=f"m{i}", age=1) for i in range(3))
@@ -585,6 +587,7 @@ def test_bulk_update_unique_clash_writes_nothing(repocket_connection: Any) -> No
     assert Person.objects.check().ok
 
 
+@pytest.mark.one_partition
 def test_bulk_update_is_one_script_call_per_batch(repocket_connection: Any) -> None:
     """bulk_update sends one atomic script call (EVALSHA) per batch."""
     _warm(repocket_connection)

@@ -52,6 +52,7 @@ def _generating(monkeypatch: pytest.MonkeyPatch, *ids: uuid.UUID) -> None:
     monkeypatch.setattr(type(Gadget._meta.fields["id"]), "generate", lambda self: next(handed))
 
 
+@pytest.mark.one_partition
 def test_a_generated_id_is_checked_by_new_alone_in_one_round_trip(repocket_connection: redis_py.Redis) -> None:
     Gadget.objects.create(name="warm-up", size=0)  # (the server learns the script)
     with count_round_trips() as trips:
@@ -70,6 +71,7 @@ def test_a_given_id_is_guarded_as_before(repocket_connection: redis_py.Redis) ->
     assert b"new" not in args and args.count(b"absent") >= 2  # name and size (and serial)
 
 
+@pytest.mark.one_partition
 def test_a_generated_id_that_is_taken_overwrites_it_as_a_save_of_that_id_would(
         repocket_connection: redis_py.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stored record's index entries go: none is left pointing at values it no longer has."""
@@ -89,6 +91,7 @@ def test_a_generated_id_that_is_taken_overwrites_it_as_a_save_of_that_id_would(
     assert (stored.name, stored.size, stored.serial, stored.blob) == ("new", 2, "s-new", b"")
 
 
+@pytest.mark.one_partition
 def test_one_taken_id_in_a_bulk_create_leaves_every_index_exact(
         repocket_connection: redis_py.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     old = Gadget.objects.create(name="old", size=1)
@@ -103,6 +106,7 @@ def test_one_taken_id_in_a_bulk_create_leaves_every_index_exact(
         assert Gadget.objects.get(size=i).id == gadget.id
 
 
+@pytest.mark.one_partition
 def test_another_writers_lease_on_a_generated_id_is_waited_for(
         repocket_connection: redis_py.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     pk = uuid.uuid1()

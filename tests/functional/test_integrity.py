@@ -611,6 +611,7 @@ def test_incr_on_a_deleted_record_raises_does_not_exist(conn: redis_py.Redis, na
     assert_clean(Page)
 
 
+@pytest.mark.one_partition
 def test_incr_of_a_unique_integer_respects_the_constraint(conn: redis_py.Redis) -> None:
     """incr that would take another record's unique value raises UniqueConstraintError, writing nothing."""
     one = Ticket.create(number=1, holder="one")

@@ -260,12 +260,6 @@ def test_partitions_are_checked_at_declaration() -> None:
 
                 class Meta:
                     partitions = bad
-    with pytest.raises(errors.RepocketActiveRecordDefinitionError, match="unique"):
-        class Unique(ActiveRecord):
-            code = attributes.Unicode(index=True, unique=True)
-
-            class Meta:
-                partitions = 4
 
 
 def test_a_spread_model_has_no_single_prefix() -> None:
@@ -306,7 +300,7 @@ def cluster(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
 @pytest.mark.one_partition  # (the default of 16 on a cluster: this run sets another)
 def test_on_a_cluster_models_spread_over_16_partitions_on_every_primary(cluster: RedisCluster) -> None:
     assert Event._meta.partitions == options.CLUSTER_PARTITIONS == 16
-    assert Ticket._meta.partitions == 1  # unique fields: one partition (docs/consistency.rst)
+    assert Ticket._meta.partitions == 16  # unique values stay unique through claims (test_unique_claims.py)
     events = Event.objects.bulk_create([Event(kind=f"k{i % 4}", at=i) for i in range(200)])
     nodes = {cluster.get_node_from_key(Event._meta.partition(n).ids_key).name for n in range(16)}
     assert len(nodes) == 3

@@ -263,6 +263,7 @@ def test_check_reports_orphans_and_repair_nulls_only_nullable_pointers(repocket_
 # -- 7. a unique nullable attribute starts as None --------------------------------------------
 
 
+@pytest.mark.one_partition
 def test_unique_nullable_attributes_default_to_none_and_none_is_never_claimed(
         repocket_connection: redis_py.Redis) -> None:
     """Records that omit a unique null=True Unicode or Integer do not clash: None is not a value."""
