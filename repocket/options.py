@@ -77,7 +77,10 @@ class ModelOptions:
 
     @property
     def partitions(self) -> int:
-        """P: ``Meta.partitions``, else 16 on a cluster and 1 on one server (see :data:`DEFAULT_PARTITIONS`)."""
+        """How many partitions the model spreads over, ``Meta.partitions`` or else the default.
+
+        The default is 16 on a cluster and 1 on one server (see :data:`repocket.options.DEFAULT_PARTITIONS`).
+        """
         if self._pinned is not None:
             return self._pinned
         if self.declared_partitions is not None:
@@ -88,7 +91,7 @@ class ModelOptions:
 
     @property
     def partitioned(self) -> bool:
-        """Whether queries scatter over several partitions: P > 1, and this is the model, not one partition's view."""
+        """True when queries scatter over several partitions (more than one, and this is not one partition's view)."""
         return self.partition_index is None and self.partitions > 1
 
     def partition(self, number: int) -> ModelOptions:

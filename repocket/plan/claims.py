@@ -4,7 +4,7 @@ On one partition, a record's write checks and takes its unique values in the
 same script call (the partition's ``_unique:<field>`` hash). Records of
 different partitions live in different cluster slots, which no script call
 can span, so a spread model also keeps a *claim* per unique value, in one of
-:data:`~repocket.keys.CLAIM_BUCKETS` claims hashes chosen by the value's
+``repocket.keys.CLAIM_BUCKETS`` claims hashes chosen by the value's
 token: ``{<model prefix>:_claims:<bucket>}:_unique:<field>``, token ->
 ``"<id> <generation>"``. The protocol, for a write of record R setting value v:
 

@@ -66,8 +66,8 @@ class WriteJob:
         self.last_seen: dict[bytes, bytes] = dict(stored or {})
         #: How many keys its ``del`` ops deleted, once written.
         self.deleted = 0
-        #: Unique field -> (revoked-generations set, generation): the claims of a spread model its
-        #: write relies on (repocket/plan/claims.py), checked not revoked in the same call.
+        #: The claims of a spread model this write relies on (repocket/plan/claims.py), per unique field
+        #: the key of the record's revoked generations and the claim's generation, checked in the same call.
         self.fences: dict[str, tuple[str, str]] = {}
 
     def retry_from(self, reply: list[Any]) -> None:
