@@ -7,7 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+from redis.cluster import RedisCluster
 
+from repocket import configure
+from repocket.topology import LocalCluster
 from tests import FORMAT, PARTITIONS, drivers, roundtrips
 
 settings.register_profile(
@@ -47,3 +50,13 @@ def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     finally:
         roundtrips.count_async = False
         async_driver.close()
+
+
+@pytest.fixture
+def cluster(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
+    """repocket pointed at the session's cluster, every primary flushed; the standalone layout afterwards."""
+    client = configure.cluster(url=redis_cluster.url)
+    for node in client.get_primaries():
+        client.get_redis_connection(node).flushall()
+    yield client
+    configure.reset()

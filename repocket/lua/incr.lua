@@ -1,12 +1,16 @@
 -- repocket: add to an Integer attribute inside Redis, keeping its envelope and indexes exact.
 --
 -- KEYS[1] the record hash; KEYS[2] the record's lease <prefix>:_lease:<id>;
--- KEYS[3] the field's sorted index when it is indexed.
+-- when the field is indexed, KEYS[3] its sorted index and KEYS[4...] the
+-- equality sets of the values ARGV[7...] names, one each: the caller's guesses
+-- at the stored value and at the result (every key is declared; none is named
+-- here from an argument).
 -- ARGV[1] the field, ARGV[2] the amount (an integer below 2^52), ARGV[3] the
--- record id, ARGV[4] "<prefix>:_eq:<field>:" when indexed, else "" (the
--- equality sets of the old and new value are named from it: they depend on the
--- value read here), ARGV[5] "1" when the model is versioned, ARGV[6] the
--- model's storage format ("envelope" or "plain": the bare integer).
+-- record id, ARGV[4] "1" when indexed, else "", ARGV[5] "1" when the model is
+-- versioned, ARGV[6] the model's storage format ("envelope" or "plain": the
+-- bare integer). When the sets of the stored value or of the result are not
+-- among those declared, it returns {"moved", stored value}, having written
+-- nothing: the caller calls again with sets around that value.
 -- Returns {"ok", new value, new version or 0}, {"missing"}, {"shape"} (null,
 -- absent, or not the exact text repocket writes), {"big"}
 -- (past 2^53: the caller adds exactly in Python instead), {"leased"} (another
@@ -47,9 +51,15 @@ end
 local value = tonumber(text) + step
 if value >= 9007199254740992 or value <= -9007199254740992 then return {"big"} end
 local new = string.format("%d", value)
+local old_set, new_set
 if ARGV[4] ~= "" then
+  for k = 7, #ARGV do
+    if ARGV[k] == text then old_set = KEYS[k - 3] end
+    if ARGV[k] == new then new_set = KEYS[k - 3] end
+  end
+  if not old_set or not new_set then return {"moved", text} end
   -- the index keys must have their types too
-  for k, key in ipairs({KEYS[3], ARGV[4] .. text, ARGV[4] .. new}) do
+  for k, key in ipairs({KEYS[3], old_set, new_set}) do
     local have = redis.call("TYPE", key)["ok"]
     local want = (k == 1) and "zset" or "set"
     if have ~= "none" and have ~= want then return {"wrongtype", key, have} end
@@ -70,8 +80,8 @@ else
 end
 if ARGV[4] ~= "" then
   redis.call("ZADD", KEYS[3], value, ARGV[3])
-  redis.call("SREM", ARGV[4] .. text, ARGV[3])
-  redis.call("SADD", ARGV[4] .. new, ARGV[3])
+  redis.call("SREM", old_set, ARGV[3])
+  redis.call("SADD", new_set, ARGV[3])
 end
 local version = 0
 if ARGV[5] == "1" then version = redis.call("HINCRBY", KEYS[1], "_version", 1) end

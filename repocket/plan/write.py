@@ -473,7 +473,10 @@ def _save_claimed(meta: ModelOptions, instances: Sequence[ActiveRecord], force: 
             continue
         except Exception:
             for claim in wanted:  # those this write does not hold (a record holding one keeps it)
-                yield from claims.release(meta, claim.field, claim.token, claim.pk)
+                try:
+                    yield from claims.release(meta, claim.field, claim.token, claim.pk)
+                except errors.RepocketError:
+                    break  # (Redis is failing: the claims left are released by the next claimant or check())
             raise
         break
     now = {(c.pk, c.field, c.token) for c in wanted}
@@ -498,9 +501,14 @@ def _stored_tokens(meta: ModelOptions, instance: ActiveRecord) -> list[tuple[str
 def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     """Add ``amount`` to a number attribute inside Redis; returns the stored result.
 
-    Integers are added by the ``incr`` script in one call. Floats, Decimals,
-    integers past 2**53 and unique fields use the ``write`` script with a guard
-    on the current value, re-read and retried when another writer got there first.
+    Integers are added by the ``incr`` script in one call. An indexed one
+    names, in the call's KEYS, the equality sets of the value it expects (the
+    instance's) and of the result; when the stored value is another, the
+    script says which, and the next call names the sets of the values around
+    it (a window twice as wide as the drift seen, so that writers racing on
+    one counter soon meet). Floats, Decimals, integers past 2**53 and unique
+    fields use the ``write`` script with a guard on the current value, re-read
+    and retried when another writer got there first.
     """
     meta = instance._meta
     attr = meta.fields[name]
@@ -522,15 +530,24 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     meta = meta.for_pk(pk)
     record = meta.key(pk)
     if isinstance(attr, Integer) and not attr.unique and abs(step) < 2**52:
-        script_keys = [record, keys.lease_key(meta.prefix, pk)]
-        eq_prefix = ""
-        if attr.index:
-            script_keys.append(keys.sorted_index_key(meta.prefix, name))
-            eq_prefix = keys.eq_index_key(meta.prefix, name, "")
+        known = instance._data.get(name)
+        guesses = _incr_guesses(known if type(known) is int else 0, step, 0)
         deadline = time.monotonic() + WRITE_BUDGET
         while True:
-            reply = yield Eval("incr", script_keys, [name, step, pk, eq_prefix, "1" if meta.versioned else "",
-                                                     meta.format.name], meta.label)
+            script_keys = [record, keys.lease_key(meta.prefix, pk)]
+            values: list[str] = []
+            if attr.index:
+                values = sorted({str(v) for v in guesses} | {str(v + step) for v in guesses}, key=int)
+                script_keys.append(keys.sorted_index_key(meta.prefix, name))
+                script_keys += [keys.eq_index_key(meta.prefix, name, value) for value in values]
+            reply = yield Eval("incr", script_keys, [name, step, pk, "1" if attr.index else "",
+                                                     "1" if meta.versioned else "", meta.format.name, *values],
+                               meta.label)
+            if reply[0] == b"moved":  # the stored value is not one we named the sets of: name those around it
+                stored = int(reply[1])
+                guesses = _incr_guesses(stored, step, abs(stored - (known if type(known) is int else stored)))
+                known = stored
+                continue
             if reply[0] != b"leased":
                 break
             if time.monotonic() > deadline:  # another writer's lease: it is about to write the record
@@ -604,6 +621,19 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     if "value" not in result:
         raise _cannot_add(meta, name, amount, None, attr)
     return _settle_increment(instance, name, result["value"])
+
+
+#: The most values an Integer increment names the equality sets of, around the stored value it was told.
+INCR_WINDOW = 64
+
+
+def _incr_guesses(value: int, step: int, drift: int) -> range:
+    """The stored values an increment names the sets of: ``value`` alone, or, after the value moved by
+    ``drift`` under it (other writers), the values within twice that drift (up to INCR_WINDOW)."""
+    if drift == 0:
+        return range(value, value + 1)
+    width = min(2 * drift, INCR_WINDOW // 2)
+    return range(value - width, value + width + 1)
 
 
 def _cannot_add(meta: ModelOptions, name: str, amount: Any, current: Any, attr: Attribute[Any],

@@ -22,7 +22,6 @@ from redis.crc import key_slot
 
 from repocket import ActiveRecord, Count, Max, Min, attributes, configure, errors, keys, options
 from repocket.options import partition_of
-from repocket.topology import LocalCluster
 from tests.roundtrips import count_round_trips
 
 pytestmark = pytest.mark.usefixtures("driver")
@@ -37,32 +36,24 @@ class Team(ActiveRecord):
         partitions = 4
 
 
-class Player(ActiveRecord):
-    name = attributes.Unicode(index=True, null=True)
-    level = attributes.Integer(index=True, null=True)
-    score = attributes.Float(index=True)
-    joined = attributes.DateTime(index=True, null=True)
-    notes = attributes.Unicode()
-    team = attributes.Pointer(Team, index=True, null=True)
-    avatar = attributes.ByteStream()
+def _player(name: str, partitions: int) -> type[ActiveRecord]:
+    """The players' model, declared over ``partitions`` (fresh attributes for each declaration)."""
+    return type(name, (ActiveRecord,), {
+        "__module__": __name__,
+        "name": attributes.Unicode(index=True, null=True),
+        "level": attributes.Integer(index=True, null=True),
+        "score": attributes.Float(index=True),
+        "joined": attributes.DateTime(index=True, null=True),
+        "notes": attributes.Unicode(),
+        "team": attributes.Pointer(Team, index=True, null=True),
+        "avatar": attributes.ByteStream(),
+        "Meta": type("Meta", (), {"partitions": partitions}),
+    })
 
-    class Meta:
-        partitions = 4
 
-
-class OnePlayer(ActiveRecord):
-    """The twin of Player on one partition: what every query must match."""
-
-    name = attributes.Unicode(index=True, null=True)
-    level = attributes.Integer(index=True, null=True)
-    score = attributes.Float(index=True)
-    joined = attributes.DateTime(index=True, null=True)
-    notes = attributes.Unicode()
-    team = attributes.Pointer(Team, index=True, null=True)
-    avatar = attributes.ByteStream()
-
-    class Meta:
-        partitions = 1
+Player: Any = _player("Player", 4)
+#: The twin of Player on one partition: what every query must match.
+OnePlayer: Any = _player("OnePlayer", 1)
 
 
 NAMES = [None, "ada", "bob", "cy", "ada lovelace", "zed"]
@@ -288,15 +279,6 @@ class Ticket(ActiveRecord):
     code = attributes.Unicode(index=True, unique=True)
 
 
-@pytest.fixture
-def cluster(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
-    client = configure.cluster(url=redis_cluster.url)
-    for node in client.get_primaries():
-        client.get_redis_connection(node).flushall()
-    yield client
-    configure.reset()
-
-
 @pytest.mark.one_partition  # (the default of 16 on a cluster: this run sets another)
 def test_on_a_cluster_models_spread_over_16_partitions_on_every_primary(cluster: RedisCluster) -> None:
     assert Event._meta.partitions == options.CLUSTER_PARTITIONS == 16
@@ -398,3 +380,52 @@ def test_pointers_stored_before_a_repartition_lead_to_the_moved_records(standalo
     assert holder_model.objects.check().ok
     with pytest.raises(ValueError, match="not a key of"):
         new_squad._meta.current_key(f"repocket:elsewhere:Squad:{squad.pk}")
+
+
+# -- every key a script touches is declared in KEYS (SPEC §6: one slot, routed by its keys) ----------
+
+
+WRITES = {b"HSET", b"HDEL", b"HINCRBY", b"SADD", b"SREM", b"ZADD", b"ZREM", b"SET", b"DEL", b"APPEND", b"PEXPIRE"}
+
+
+def _script_keys_and_writes(conn: redis_py.Redis, action: Any) -> tuple[set[bytes], set[bytes]]:
+    """The KEYS of every script call ``action`` makes, and the keys the scripts wrote, seen by MONITOR."""
+    declared: set[bytes] = set()
+    written: set[bytes] = set()
+    with conn.monitor() as monitor:
+        conn.ping()  # (MONITOR is on once a command shows)
+        while b"PING" not in monitor.next_command()["command"].encode().upper():
+            pass
+        action()
+        conn.echo("done")
+        while True:
+            line = monitor.next_command()
+            parts = [part.encode() for part in line["command"].split(" ")]
+            if parts[0].upper() == b"ECHO":
+                break
+            if parts[0].upper() == b"EVALSHA":
+                declared.update(parts[3:3 + int(parts[2])])
+            elif line.get("client_type") == "lua" and parts[0].upper() in WRITES:
+                written.add(parts[1])
+    return declared, written
+
+
+def test_every_key_a_script_writes_is_one_of_its_keys(standalone: redis_py.Redis, driver: str) -> None:
+    if driver == "async":
+        pytest.skip("MONITOR is read on the sync client")
+    player = Player.objects.create(level=1, score=1.0, notes="k", avatar=b"a")
+
+    def writes() -> None:
+        player.incr("level", 3)  # (an indexed Integer: the sets of the old and the new value)
+        player.incr("level", -1)
+        stale = Player.objects.get(player.pk)
+        player.incr("level", 5)
+        stale.incr("level", 1)  # its value moved under it
+        player.append_avatar(b"b")
+        player.name = "x"
+        player.save()
+        player.delete()
+
+    declared, written = _script_keys_and_writes(standalone, writes)
+    assert written and written <= declared, written - declared
+    assert any(b":_eq:level:" in key for key in written)

@@ -20,11 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 
-from repocket import ActiveRecord, attributes, configure, errors, keys
+from repocket import ActiveRecord, attributes, errors, keys
 from repocket.io import clients
 from repocket.options import partition_of
 from repocket.plan import claims, write
-from repocket.topology import LocalCluster
 from tests.roundtrips import count_round_trips
 
 pytestmark = pytest.mark.usefixtures("driver")
@@ -208,15 +207,6 @@ def test_claims_always_match_the_records_holding_the_values(conn: redis_py.Redis
 
 class Account(ActiveRecord):
     login = attributes.Unicode(index=True, unique=True)
-
-
-@pytest.fixture
-def cluster(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
-    client = configure.cluster(url=redis_cluster.url)
-    for node in client.get_primaries():
-        client.get_redis_connection(node).flushall()
-    yield client
-    configure.reset()
 
 
 @pytest.mark.one_partition  # (the default of 16 on a cluster)
