@@ -1169,6 +1169,8 @@ def count(q: Query) -> Plan[int]:
 def _counted_by(q: Query) -> list[str] | None:
     """The sets whose sizes add up to the query's count, if some do: the id sets, or one exact index's sets."""
     if q.meta.partitioned:
+        if q._low or q._high is not None:
+            return None  # (each part reads from its start: a slice is taken after the merge)
         found = [_counted_by(part) for part in parts(q)]
         return None if found[0] is None else [key for keys_ in found for key in keys_ or ()]
     key = _counted_key(q)

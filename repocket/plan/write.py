@@ -456,7 +456,7 @@ def _save_claimed(meta: ModelOptions, instances: Sequence[ActiveRecord], force: 
     """Save instances of a spread model with unique fields: claim, write, release (repocket/plan/claims.py)."""
     names = _chosen_fields(meta, fields)
     held = [(str(instance._data[meta.pk]), name, token)
-            for instance in instances for name, token in _stored_tokens(meta, instance)]
+            for instance in instances for name, token in _stored_tokens(meta, instance) if name in names]
     deadline = time.monotonic() + WRITE_BUDGET
     while True:
         wanted = claims.wanted(meta, instances, [n for n in names if not any(n in i._deferred for i in instances)])
@@ -543,6 +543,10 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
             reply = yield Eval("incr", script_keys, [name, step, pk, "1" if attr.index else "",
                                                      "1" if meta.versioned else "", meta.format.name, *values],
                                meta.label)
+            if reply[0] == b"moved" and time.monotonic() > deadline:
+                raise errors.ConflictError(
+                    f"{record}: for {WRITE_BUDGET:g} s other writers kept changing {name}; nothing was incremented"
+                )
             if reply[0] == b"moved":  # the stored value is not one we named the sets of: name those around it
                 stored = int(reply[1])
                 guesses = _incr_guesses(stored, step, abs(stored - (known if type(known) is int else stored)))

@@ -155,6 +155,11 @@ def test_count_first_last_values_and_aggregates(standalone: redis_py.Redis) -> N
     assert Player.objects.aggregate(**named) == OnePlayer.objects.aggregate(**named)
     assert Player.objects.filter(level=3).aggregate(**named) == OnePlayer.objects.filter(level=3).aggregate(**named)
     assert Player.objects.first().pk == min(p.pk for p in Player.objects.all())
+    for low, high in ((5, None), (0, 7), (70, 200), (3, 3)):
+        assert Player.objects.all()[low:high].count() == OnePlayer.objects.all()[low:high].count()
+        assert (Player.objects.filter(level=2)[low:high].count()
+                == OnePlayer.objects.filter(level=2)[low:high].count())
+        assert Player.objects.all()[low:high].exists() == OnePlayer.objects.all()[low:high].exists()
 
 
 def test_update_delete_iterator_and_in_bulk(standalone: redis_py.Redis) -> None:
@@ -429,3 +434,18 @@ def test_every_key_a_script_writes_is_one_of_its_keys(standalone: redis_py.Redis
     declared, written = _script_keys_and_writes(standalone, writes)
     assert written and written <= declared, written - declared
     assert any(b":_eq:level:" in key for key in written)
+
+
+def test_an_increment_whose_value_keeps_moving_gives_up_when_its_budget_is_spent(
+        standalone: redis_py.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from repocket.plan import write
+
+    player = Player.objects.create(level=1, score=1.0, notes="m")
+    stale = Player.objects.get(player.pk)
+    player.incr("level", 1)  # the stale copy's value has moved
+    monkeypatch.setattr(write, "WRITE_BUDGET", -1.0)  # spent before the first reply
+    with pytest.raises(errors.ConflictError, match="kept changing level; nothing was incremented"):
+        stale.incr("level", 1)
+    assert Player.objects.get(player.pk).level == 2
+    monkeypatch.undo()
+    assert stale.incr("level", 1) == 3  # with a budget, it names the sets around the value it was told

@@ -220,3 +220,13 @@ def test_on_a_cluster_unique_values_hold_across_16_partitions(cluster: RedisClus
     assert Account.objects.create(login="u7").login == "u7"
     assert Account.objects.filter(login="seven").count() == 1 and Account.objects.count() == 41
     assert Account.objects.check().ok
+
+
+def test_a_save_of_other_fields_leaves_the_claims_alone(conn: redis_py.Redis) -> None:
+    member = Member.objects.create(email="o@example.org", handle="o", age=1)
+    member.age = 5
+    with count_round_trips() as trips:
+        Member.objects.bulk_update([member], ["age"])
+    assert trips.names().count(b"EVALSHA") == 1  # the write alone: no claim taken, none released
+    assert _claims(Member._meta, conn, "email") == {"o@example.org": str(member.pk)}
+    assert Member.objects.get(member.pk).age == 5
