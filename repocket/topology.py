@@ -23,13 +23,8 @@ a topology that does not become healthy in time raises
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,13 +40,10 @@ from repocket.errors import RepocketError
 from repocket.server import (
     _ADDRESS_IN_USE,
     _O_NOFOLLOW,
-    _PRIVATE_UMASK,
     RedisServer,
     _config_quote,
     _free_port,
-    _read_tail,
     find_redis_server,
-    private_directory,
 )
 
 __all__ = [
@@ -73,13 +65,10 @@ _PORT_ATTEMPTS = 5
 _PORT_PICKS = 1000
 _ADDSLOTS_CHUNK = 1000
 _START_TIMEOUT = 30.0
-_PROCESS_START_TIMEOUT = 10.0
-_STOP_TIMEOUT = 10.0
 _POLL_INTERVAL = 0.05
 _CLIENT_TIMEOUT = 2.0
 #: How long stop() waits for AOF rewrites and syncs to end before SIGTERM.
 _QUIET_TIMEOUT = 5.0
-_SENTINEL_LOG = "sentinel.log"
 _SENTINEL_CONF = "sentinel.conf"
 #: Flags of a cluster node that is not (yet) a healthy member.
 _UNHEALTHY_FLAGS = frozenset({"fail", "fail?", "handshake", "noaddr"})
@@ -195,19 +184,6 @@ def _port_of(server: RedisServer) -> int:
     port = server.port
     assert port is not None
     return port
-
-
-def _terminate(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Send ``sig`` to the process's PID and reap it; SIGKILL if it is still alive after 10 s."""
-    if process.poll() is None:
-        try:
-            os.kill(process.pid, sig)
-            process.wait(timeout=_STOP_TIMEOUT)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
 
 
 # -- cluster -------------------------------------------------------------------------
@@ -571,14 +547,16 @@ class LocalCluster:
 # -- sentinel ------------------------------------------------------------------------
 
 
-class SentinelProcess:
+class SentinelProcess(RedisServer):
     """A ``redis-server <conf> --sentinel`` child process watching one primary.
 
-    Sentinels must have a config file they can rewrite: it is written, ``0600``,
-    into a fresh private temporary directory, which holds the log too and
-    which :meth:`stop` removes. The sentinel listens on 127.0.0.1 only, on a
-    free port (picked again if another process takes it first), and is
-    stopped by its PID.
+    A :class:`~repocket.server.RedisServer` in sentinel mode: it is started,
+    probed, given a new free port when another process takes the one picked,
+    and stopped by its PID exactly as the servers are. Sentinels must have a
+    config file they can rewrite: it is written, ``0600``, into the server's
+    fresh private temporary directory (which holds the log too, and which
+    :meth:`stop` removes), for the port of each start. The sentinel listens
+    on 127.0.0.1 only.
 
     Args:
         service_name: the name the primary is monitored under.
@@ -601,87 +579,26 @@ class SentinelProcess:
         failover_timeout_ms: int = 5000,
     ) -> None:
         _check_service_name(service_name)
+        super().__init__(binary=binary)
         self._service_name = service_name
         self._primary_port = primary_port
         self._quorum = quorum
-        self._binary = binary
         self._down_after_ms = down_after_ms
         self._failover_timeout_ms = failover_timeout_ms
-        self._dir: Path | None = None
-        self._port: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._atexit_registered = False
-
-    @property
-    def port(self) -> int | None:
-        """The sentinel's TCP port, or ``None`` before it is started."""
-        return self._port
-
-    @property
-    def path(self) -> Path | None:
-        """Its private directory (config file and log), while it exists."""
-        return self._dir
-
-    @property
-    def pid(self) -> int | None:
-        """The PID of the running sentinel, or ``None``."""
-        return self._process.pid if self.running and self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the child process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> SentinelProcess:
-        """Write the config, start the sentinel and wait until it answers; no-op if running.
-
-        Raises:
-            ServerNotFoundError: no ``redis-server`` binary.
-            RepocketError: it exited or did not answer within 10 s (it is then
-                killed and its directory removed); the message quotes its log.
-        """
-        if self.running:
-            return self
-        binary = self._binary or find_redis_server()
-        if self._dir is None:
-            self._dir = private_directory(tempfile.mkdtemp(prefix="repocket-sentinel-"))
-        try:
-            for attempt in range(_PORT_ATTEMPTS):
-                if self._port is None or attempt:
-                    self._port = _free_port()
-                try:
-                    self._spawn_and_wait(binary, self._dir)
-                    break
-                except RepocketError as error:
-                    if _ADDRESS_IN_USE not in str(error) or attempt + 1 == _PORT_ATTEMPTS:
-                        raise
-        except BaseException:
-            self._terminate(signal.SIGKILL)
-            if not self._atexit_registered:
-                self._remove_dir()
-            raise
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM it by PID (SIGKILL after 10 s), wait, and remove its directory; idempotent."""
-        self._terminate(signal.SIGTERM)
-        self._remove_dir()
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-
-    def kill(self) -> None:
-        """SIGKILL the sentinel; :meth:`stop` still cleans up."""
-        self._terminate(signal.SIGKILL)
 
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {HOST}:{self._port} service={self._service_name!r} "
             f"pid={self.pid} running={self.running}>"
         )
+
+    def _arguments(self, binary: str, data_dir: Path) -> list[str]:
+        """Write the sentinel's config for this start's port; the command line names it."""
+        conf = data_dir / _SENTINEL_CONF
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(self._config(data_dir))
+        return [binary, str(conf), "--sentinel"]
 
     def _config(self, directory: Path) -> str:
         name = self._service_name
@@ -700,64 +617,6 @@ class SentinelProcess:
                 "",
             ]
         )
-
-    def _spawn_and_wait(self, binary: str, directory: Path) -> None:
-        """(Re)write the config for the current port, spawn the sentinel, wait until it answers."""
-        conf = directory / _SENTINEL_CONF
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(self._config(directory))
-        log_path = directory / _SENTINEL_LOG
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "ab") as log:
-            offset = log.seek(0, os.SEEK_END)
-            self._process = subprocess.Popen(
-                [binary, str(conf), "--sentinel"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                umask=_PRIVATE_UMASK,
-            )
-        process = self._process
-        deadline = time.monotonic() + _PROCESS_START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                self._process = None
-                raise RepocketError(
-                    f"redis-server --sentinel exited with status {process.returncode} "
-                    f"({HOST}:{self._port}):\n{_read_tail(log_path, offset)}"
-                )
-            if self._answers(process.pid):
-                return
-            if time.monotonic() > deadline:
-                self._terminate(signal.SIGKILL)
-                raise RepocketError(
-                    f"redis-server --sentinel did not answer within {_PROCESS_START_TIMEOUT:g} s "
-                    f"({HOST}:{self._port}):\n{_read_tail(log_path, offset)}"
-                )
-            time.sleep(0.01)
-
-    def _answers(self, pid: int) -> bool:
-        """Whether our process (not another one that took the port) answers on the port."""
-        assert self._port is not None
-        try:
-            with _client(self._port, timeout=0.5) as client:
-                client.ping()
-                info = client.info("server")
-        except (redis.ConnectionError, redis.TimeoutError):
-            return False
-        return bool(info.get("process_id") == pid)
-
-    def _terminate(self, sig: signal.Signals) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            _terminate(process, sig)
-
-    def _remove_dir(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
 
 def _check_service_name(name: str) -> None:
