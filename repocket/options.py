@@ -161,11 +161,13 @@ class ModelOptions:
         pk = uuid.UUID(tail) if keys.CANONICAL_ID.fullmatch(tail) else None
         if pk is not None and key == self.key(pk):
             return pk
-        start = self._key_start if not self.partitioned else keys.cluster_prefix(self.standalone_prefix) + ":"
-        if pk is None and key.startswith(start[:-4] if self.partitioned else start):
+        if self.partitioned:  # any partition's prefix, {<model prefix>:<n>}
+            start, expected = f"{{{self.standalone_prefix}:", f"{{{self.standalone_prefix}:<partition>}}:"
+        else:
+            start = expected = self._key_start
+        if pk is None and key.startswith(start):
             raise ValueError(f"{key!r} does not end in a canonical UUID")
-        shown = start if not self.partitioned else start.replace(":0}", ":<partition>}")
-        raise ValueError(f"{key!r} is not a key of {self.label} (expected {shown}<uuid>)")
+        raise ValueError(f"{key!r} is not a key of {self.label} (expected {expected}<uuid>)")
 
     def current_key(self, key: str) -> str:
         """The key now holding the record that ``key`` names in any layout of the model.

@@ -105,7 +105,7 @@ def _take(meta: ModelOptions, claim: Claim) -> Plan[None]:
     deadline = time.monotonic() + CLAIM_BUDGET
     reply = yield Eval("claim", [key], ["claim", claim.token, claim.pk, claim.generation], meta.label)
     while reply[0] != b"ok":
-        _check_reply(meta, reply)
+        _check_reply(reply)
         current = reply[1]
         if current:  # (None: released meanwhile, so the compare-and-set below expects no claim)
             holder, _, generation = current.decode().partition(" ")
@@ -127,7 +127,7 @@ def _settle(meta: ModelOptions, field: str, token: str, holder: str, generation:
     reply = yield Eval("fence", [keys.unique_key(view.prefix, field), keys.revoked_key(view.prefix, holder)],
                        [token, holder, generation], meta.label)
     if isinstance(reply, list):
-        _check_reply(meta, reply)
+        _check_reply(reply)
     return bool(reply == b"held")
 
 
@@ -140,10 +140,10 @@ def release(meta: ModelOptions, field: str, token: str, pk: str) -> Plan[None]:
     holder, _, generation = current.decode().partition(" ")
     if holder != pk or (yield from _settle(meta, field, token, holder, generation)):
         return
-    _check_reply(meta, (yield Eval("claim", [key], ["cas", token, current, "", ""], meta.label)))
+    _check_reply((yield Eval("claim", [key], ["cas", token, current, "", ""], meta.label)))
 
 
-def _check_reply(meta: ModelOptions, reply: list[Any]) -> None:
+def _check_reply(reply: list[Any]) -> None:
     if reply[0] == b"wrongtype":
         key, kind = reply[1].decode(), reply[2].decode()
         raise errors.CorruptRecordError(f"{key} is a Redis {kind}, not what repocket keeps there; "
