@@ -555,7 +555,7 @@ class SentinelProcess(RedisServer):
     and stopped by its PID exactly as the servers are. Sentinels must have a
     config file they can rewrite: it is written, ``0600``, into the server's
     fresh private temporary directory (which holds the log too, and which
-    :meth:`stop` removes), for the port of each start. The sentinel listens
+    :meth:`~repocket.server.RedisServer.stop` removes), for the port of each start. The sentinel listens
     on 127.0.0.1 only.
 
     Args:
