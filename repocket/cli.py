@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
         help="move a model's records into its current partitions (resumable, idempotent)",
     )
     move.add_argument("model", help=model_help)
-    move.add_argument("--from", dest="source", default="standalone", type=_source,
-                      help="where they are: 'standalone' (the default: the keys of one server) or a partition count")
+    move.add_argument("--from", dest="source", default=None, type=_source,
+                      help="where they are: 'standalone' (the keys of one server) or a partition count "
+                           "(default: the model's Meta.moving_from, else 'standalone')")
     server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
     server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
     where = server.add_mutually_exclusive_group()
@@ -215,19 +216,20 @@ def _migrate(model: type[repocket.ActiveRecord], to: str | None) -> int:
     return OK
 
 
-def _source(text: str) -> int | None:
-    """``--from``: None for the standalone layout, else a partition count."""
+def _source(text: str) -> int | str:
+    """``--from``: 'standalone', or a partition count."""
     if text == "standalone":
-        return None
+        return text
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected 'standalone' or a partition count, not {text!r}")
     return int(text)
 
 
-def _repartition(model: type[repocket.ActiveRecord], source: int | None) -> int:
+def _repartition(model: type[repocket.ActiveRecord], source: int | str | None) -> int:
     """Run ``repartition()`` with progress on stderr."""
     moved = model.objects.repartition(source, progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
-    where = "the standalone layout" if source is None else f"{source} partitions"
+    source = source or model._meta.moving_from or "standalone"
+    where = "the standalone layout" if source == "standalone" else f"{source} partitions"
     print(f"{model._meta.label}: {moved} records moved from {where} into its {model._meta.partitions} partitions")
     return OK
 

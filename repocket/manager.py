@@ -200,20 +200,23 @@ class Manager(Generic[M]):
         target = meta.format if to is None else formats.format_named(to, meta.label)
         return migrate.migrate_format(meta, target, batch_size, progress)
 
-    def repartition(self, from_partitions: int | None = None, batch_size: int = 500,
+    def repartition(self, from_partitions: int | str | None = None, batch_size: int = 500,
                     progress: Callable[[int, int], None] | None = None) -> int:
         """Move the records written in another layout into the model's current partitions.
 
-        ``from_partitions`` names where they are: None for the standalone
-        layout (the keys of one server, SPEC §2), or the partition count they
-        were written with. Resumable and idempotent, ``batch_size`` records per
-        round (docs/scaling.rst); ``progress(done, total)`` after each batch.
-        Returns the number of records moved.
+        ``from_partitions`` names where they are: ``"standalone"`` for the
+        standalone layout (the keys of one server, SPEC §2), or the partition
+        count they were written with; None (the default) takes the model's
+        ``Meta.moving_from``, else the standalone layout. Resumable and
+        idempotent, ``batch_size`` records per round (docs/scaling.rst);
+        ``progress(done, total)`` after each batch. Returns the number of
+        records moved. While it runs, a model declaring ``Meta.moving_from``
+        reads both layouts, so its queries stay exact (docs/scaling.rst).
         """
         return clients.run(repartition.repartition(self.model._meta, from_partitions, batch_size, progress),
                            self._connection)
 
-    async def arepartition(self, from_partitions: int | None = None, batch_size: int = 500,
+    async def arepartition(self, from_partitions: int | str | None = None, batch_size: int = 500,
                            progress: Callable[[int, int], None] | None = None) -> int:
         """The async twin of :meth:`repartition`."""
         return await clients.run_async(repartition.repartition(self.model._meta, from_partitions, batch_size, progress),

@@ -150,15 +150,23 @@ def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in vars(meta).items() if not k.startswith("_")} if meta else {}
     if "__namespace__" in namespace:
         options.setdefault("namespace", namespace["__namespace__"])
-    unknown = set(options) - {"namespace", "versioned", "format", "partitions"}
+    unknown = set(options) - {"namespace", "versioned", "format", "partitions", "moving_from"}
     if unknown:
         raise errors.RepocketActiveRecordDefinitionError(
-            f"{label}.Meta: unknown options {sorted(unknown)}; known: format, namespace, partitions, versioned"
+            f"{label}.Meta: unknown options {sorted(unknown)}; known: format, moving_from, namespace, partitions, "
+            "versioned"
         )
     partitions = options.get("partitions")
     if partitions is not None and (type(partitions) is not int or not 1 <= partitions <= MAX_PARTITIONS):
         raise errors.RepocketActiveRecordDefinitionError(
             f"{label}.Meta: partitions must be an int from 1 to {MAX_PARTITIONS}, not {partitions!r}"
+        )
+    moving_from = options.get("moving_from")
+    if moving_from is not None and moving_from != "standalone" and (
+            type(moving_from) is not int or not 1 <= moving_from <= MAX_PARTITIONS):
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.Meta: moving_from must be 'standalone' or a partition count from 1 to {MAX_PARTITIONS}, "
+            f"not {moving_from!r}"
         )
     ns = options.get("namespace")
     if ns is not None and (not isinstance(ns, str) or not ns or any(c in ns for c in ":{}*?[]\\ \n")):
@@ -222,6 +230,9 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     _deferred: frozenset[str] = frozenset()
     #: The client a record with deferred attributes was loaded with (None: the global one).
     _loaded_with: redis.Redis | None = None
+    #: During a move (``Meta.moving_from``): the source partition the record was read from, not yet
+    #: moved to its current key (its next write moves it first); None otherwise.
+    _origin: ModelOptions | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -252,8 +263,8 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         return pk  # type: ignore[no-any-return]
 
     def _key(self) -> str:
-        """The record's hash key (the instance must have an id)."""
-        return self._meta.key(self._pk())
+        """The record's hash key (the instance must have an id): where it is read, during a move too."""
+        return (self._origin or self._meta).key(self._pk())
 
     def _calculate_hash_key(self) -> str:
         """The original API's name for the record's hash key."""

@@ -69,9 +69,12 @@ class ModelOptions:
         self.declared_partitions: int | None = options.get("partitions")
         #: In a partition's view (:meth:`partition`), its number and the model's partition count.
         self.partition_index: int | None = None
+        #: ``Meta.moving_from``: the layout ``repartition()`` moves records out of ("standalone" or a
+        #: partition count), read as well as the current one until the move is done (see :meth:`sources`).
+        self.moving_from: str | int | None = options.get("moving_from")
         self._pinned: int | None = None
         self._fixed_prefix: str | None = None
-        self._views: dict[int, list[ModelOptions]] = {}
+        self._views: dict[Any, list[ModelOptions]] = {}
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -94,6 +97,50 @@ class ModelOptions:
         """True when queries scatter over several partitions (more than one, and this is not one partition's view)."""
         return self.partition_index is None and self.partitions > 1
 
+    @property
+    def scatters(self) -> bool:
+        """Whether a query runs over several sets of keys (partitions, or also a layout being moved from)."""
+        return self.partitioned or (self.partition_index is None and bool(self.sources()))
+
+    def scatter_views(self) -> list[ModelOptions]:
+        """The views a query runs over, in the order it reads them: the sources (:meth:`sources`), then the partitions."""
+        cached = self._views.get(("scatter", self.partitions, self.moving_from, keys.LAYOUT.cluster))
+        if cached is not None:
+            return cached
+        current = self.views()
+        if self.partitions == 1:  # the one partition as a view, whose prefix still follows the configured layout
+            whole = copy.copy(self)
+            whole.partition_index, whole._pinned, whole._views, whole.moving_from = 0, 1, {}, None
+            current = [whole]
+        views = self._views[("scatter", self.partitions, self.moving_from, keys.LAYOUT.cluster)] = [*self.sources(), *current]
+        return views
+
+    def sources(self) -> list[ModelOptions]:
+        """The partitions of the layout named by ``Meta.moving_from``, as views; empty when none is named.
+
+        A source partition whose keys are also a current partition's (``{...:3}``
+        is partition 3 of 4 and of 8) is listed too: it still holds the records
+        that the move has not taken to their partition yet.
+        """
+        if self.moving_from is None or self.partition_index is not None:
+            return []
+        cached = self._views.get(("sources", self.partitions, self.moving_from, keys.LAYOUT.cluster))
+        if cached is not None:
+            return cached
+        origins = [self.with_prefix(self.standalone_prefix)] if self.moving_from == "standalone" else [
+            self.with_prefix(keys.cluster_prefix(self.standalone_prefix, n)) for n in range(int(self.moving_from))]
+        if [view.prefix for view in origins] == [view.prefix for view in self.views()]:
+            origins = []  # the current layout itself: nothing to move
+        self._views[("sources", self.partitions, self.moving_from, keys.LAYOUT.cluster)] = origins
+        return origins
+
+    def source_for(self, pk: uuid.UUID | str) -> ModelOptions | None:
+        """The source partition (see :meth:`sources`) where the record ``pk`` was, or None when nothing moves."""
+        origins = self.sources()
+        if not origins:
+            return None
+        return origins[partition_of(pk, len(origins))]
+
     def partition(self, number: int) -> ModelOptions:
         """The view of partition ``number``: the same model, whose keys are those of that partition only."""
         return self.views()[number]
@@ -110,7 +157,7 @@ class ModelOptions:
 
     def _view(self, number: int, count: int) -> ModelOptions:
         view = copy.copy(self)
-        view.partition_index, view._pinned = number, count
+        view.partition_index, view._pinned, view.moving_from = number, count, None
         view._fixed_prefix = keys.cluster_prefix(self.standalone_prefix, number)
         view._views = {}
         return view
@@ -194,6 +241,7 @@ class ModelOptions:
         """A view of the model whose keys start with ``prefix``: one partition of another layout."""
         view = copy.copy(self)
         view.partition_index, view._pinned, view._fixed_prefix, view._views = -1, 1, prefix, {}
+        view.moving_from = None
         return view
 
     def field_names(self) -> list[str]:

@@ -91,7 +91,7 @@ class QuerySet(Generic[M]):
     def meta(self) -> ModelOptions:
         """The model's options, or those of the one partition the query is bound to (planning reads keys here)."""
         meta = self.model._meta
-        return meta if self._partition is None else meta.partition(self._partition)
+        return meta if self._partition is None else meta.scatter_views()[self._partition]
 
     def _clone(self) -> QuerySet[M]:
         clone = QuerySet(self.model, self._connection)

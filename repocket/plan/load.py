@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from repocket.model import ActiveRecord
     from repocket.options import ModelOptions
 
-__all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "load", "resolve_pointers", "stored_value"]
+__all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "fetch_moving", "load", "resolve_pointers", "stored_value"]
 
 #: What a ``_version`` counter holds: a plain non-negative integer (checked against int64 too).
 _VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
@@ -108,6 +108,36 @@ def fetch(items: Sequence[tuple[ModelOptions, str]],
     return out
 
 
+def fetch_moving(items: Sequence[tuple[ModelOptions, str]], fields: frozenset[str] | None = None
+                 ) -> Plan[tuple[list[Fetched | None], dict[int, str]]]:
+    """:func:`fetch`, and during a move (``Meta.moving_from``) the records not at their current keys yet.
+
+    Those are read at their keys in the source layout, and a record missing
+    there too is read at its current key again (the move may have taken it
+    there meanwhile: it writes the new copy before deleting the old one).
+    Returns what :func:`fetch` does, and the source key each record found
+    there was read at, by position.
+    """
+    fetched = yield from fetch(items, fields)
+    missing = [i for i, found in enumerate(fetched) if found is None and items[i][0].sources()]
+    if not missing:
+        return fetched, {}
+    strays: dict[int, str] = {}
+    for i in missing:
+        meta, key = items[i]
+        pk = key.rpartition(":")[2]
+        strays[i] = meta.source_for(pk).key(pk)  # type: ignore[union-attr]
+    found = yield from fetch([(items[i][0], strays[i]) for i in missing], fields)
+    again = [i for i, there in zip(missing, found) if there is None]
+    for i, there in zip(missing, found):
+        fetched[i] = there
+    current = [(items[i][0], items[i][0].key(strays[i].rpartition(":")[2])) for i in again]
+    for i, there in zip(again, (yield from fetch(current, fields)) if again else []):
+        fetched[i] = there
+        del strays[i]
+    return fetched, strays
+
+
 def _wanted(meta: ModelOptions, fields: frozenset[str] | None) -> tuple[list[bytes] | None, list[str]]:
     """The hash fields (None: all, by HGETALL) and ByteStreams to read of a record."""
     if fields is None:
@@ -188,6 +218,16 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
     return instance
 
 
+def _built(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending, fields: frozenset[str] | None,
+           stray: str | None) -> ActiveRecord:
+    """:func:`build`, of a record read at ``stray`` in the source layout of a move if not None (see fetch_moving)."""
+    if stray is None:
+        return build(meta, key, fetched, pending, fields)
+    instance = build(meta, stray, fetched, pending, fields)
+    instance._origin = meta.source_for(instance._data[meta.pk])
+    return instance
+
+
 def load(
     meta: ModelOptions,
     record_keys: Sequence[str],
@@ -202,14 +242,14 @@ def load(
     identity = {} if identity is None else identity
     pending: Pending = []
     out: list[ActiveRecord | None] = []
-    fetched_all = yield from fetch([(meta, key) for key in record_keys], fields)
-    for key, fetched in zip(record_keys, fetched_all):
+    fetched_all, strays = yield from fetch_moving([(meta, key) for key in record_keys], fields)
+    for position, (key, fetched) in enumerate(zip(record_keys, fetched_all)):
         if fetched is None:
             out.append(None)
             continue
         instance = identity.get(key)
         if instance is None:
-            instance = identity[key] = build(meta, key, fetched, pending, fields)
+            instance = identity[key] = _built(meta, key, fetched, pending, fields, strays.get(position))
         out.append(instance)
     if pending:
         yield from resolve_pointers(pending, identity)
@@ -226,10 +266,11 @@ def resolve_pointers(pending: Pending, identity: dict[str, ActiveRecord]) -> Pla
                 wanted[target_key] = attr.to_model._meta  # type: ignore[attr-defined]
         items = list(wanted.items())
         next_pending: Pending = []
-        fetched_all = yield from fetch([(m, k) for k, m in items])
-        for (target_key, target_meta), fetched in zip(items, fetched_all):
+        fetched_all, strays = yield from fetch_moving([(m, k) for k, m in items])
+        for position, ((target_key, target_meta), fetched) in enumerate(zip(items, fetched_all)):
             if fetched is not None:
-                identity[target_key] = build(target_meta, target_key, fetched, next_pending)
+                identity[target_key] = _built(target_meta, target_key, fetched, next_pending, None,
+                                              strays.get(position))
         for instance, name, target_key in pending:
             target: Any = identity.get(target_key)
             if target is None and not instance._meta.fields[name].null:

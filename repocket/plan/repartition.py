@@ -26,29 +26,37 @@ Planning only (see :mod:`repocket.plan`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from repocket import keys
+from repocket import errors, keys
+from repocket.options import partition_of
 from repocket.plan import load, write
 from repocket.plan.rounds import Pipeline, Plan, command, one
 
 if TYPE_CHECKING:
     from repocket.options import ModelOptions
 
-__all__ = ["repartition", "sources"]
+__all__ = ["repartition", "settle", "sources"]
 
 
-def sources(meta: ModelOptions, from_partitions: int | None) -> list[ModelOptions]:
-    """The source layout's partitions, as views of the model with their prefixes."""
+def sources(meta: ModelOptions, from_partitions: int | str | None) -> list[ModelOptions]:
+    """The source layout's partitions, as views of the model with their prefixes.
+
+    ``from_partitions`` is "standalone", a partition count, or None: the
+    model's ``Meta.moving_from``, else "standalone".
+    """
     if from_partitions is None:
+        from_partitions = meta.moving_from or "standalone"
+    if from_partitions == "standalone":
         return [meta.with_prefix(meta.standalone_prefix)]
     if type(from_partitions) is not int or from_partitions < 1:
-        raise ValueError(f"from_partitions must be a partition count (an int from 1), not {from_partitions!r}")
+        raise ValueError(f"from_partitions must be 'standalone' or a partition count (an int from 1), "
+                         f"not {from_partitions!r}")
     return [meta.with_prefix(keys.cluster_prefix(meta.standalone_prefix, number)) for number in range(from_partitions)]
 
 
-def repartition(meta: ModelOptions, from_partitions: int | None = None, batch_size: int = 500,
+def repartition(meta: ModelOptions, from_partitions: int | str | None = None, batch_size: int = 500,
                 progress: Callable[[int, int], None] | None = None) -> Plan[int]:
     """Move every record of the source layout to its current key; returns how many were moved."""
     if batch_size < 1:
@@ -90,3 +98,50 @@ def _move(meta: ModelOptions, source: ModelOptions, ids: list[str]) -> Plan[int]
     if records:
         yield from write.delete(source, records)
     return len(fresh)
+
+
+def settle(meta: ModelOptions, instances: Sequence[Any], every: bool = False) -> Plan[None]:
+    """Before a write during a move (``Meta.moving_from``): move to their current keys the records it touches.
+
+    Those are the instances read from the source layout (``_origin``; every
+    instance with ``every``, for a delete, an increment or an append, whose
+    record may be in the source only) and the records of the source holding a
+    unique value that an instance sets, so that the write's unique checks see
+    them. The instances read from the source are then written at their current
+    keys like any other; a versioned one takes its moved copy's version, or
+    raises ConflictError when that copy no longer holds what it read.
+    """
+    origins = meta.sources()
+    if not origins:
+        return
+    wanted: dict[int, set[str]] = {}
+    for instance in instances:
+        if every or instance._origin is not None:
+            pk = str(instance._data[meta.pk])
+            wanted.setdefault(partition_of(pk, len(origins)), set()).add(pk)
+    holders = [(name, instance, origin) for instance in instances for name in meta.unique
+               if instance._data.get(name) is not None and name not in instance._deferred for origin in origins]
+    if holders:
+        reads = [command("HGET", keys.unique_key(origin.prefix, name),
+                         meta.fields[name].index_token(instance._data[name])) for name, instance, origin in holders]
+        for (_, instance, origin), holder in zip(holders, (yield Pipeline(reads, False, meta.label))):
+            if holder is not None and holder.decode() != str(instance._data[meta.pk]):
+                wanted.setdefault(origins.index(origin), set()).add(holder.decode())
+    for number, ids in sorted(wanted.items()):
+        yield from _move(meta, origins[number], sorted(ids))
+    rebased = [instance for instance in instances if instance._origin is not None]
+    for instance in rebased:
+        instance._origin = None
+    if not rebased or not meta.versioned:
+        return
+    moved = yield from load.load(meta, [meta.key(instance._data[meta.pk]) for instance in rebased])
+    for instance, copy in zip(rebased, moved):
+        if copy is None:
+            continue  # (deleted meanwhile: the write finds no record, as it would have without the move)
+        read = {field: raw for field, raw in (instance._stored or {}).items() if field != b"_version"}
+        if any((copy._stored or {}).get(field) != raw for field, raw in read.items()) or any(
+                copy._stored_streams.get(name, b"") != raw for name, raw in instance._stored_streams.items()):
+            raise errors.ConflictError(
+                f"{meta.key(instance._data[meta.pk])} was changed by another writer since it was read (it has moved "
+                "to its current key since); nothing was written: read it again")
+        instance._version = copy._version  # (the move wrote it anew, with a version of its own)

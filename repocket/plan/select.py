@@ -162,10 +162,17 @@ def candidate_ids(meta: ModelOptions, lookups: Sequence[Lookup]) -> Plan[set[str
 
 
 def target_candidates(meta: ModelOptions, lookup: Lookup) -> Plan[set[str] | None]:
-    """:func:`candidate_ids` of one lookup over every partition of ``meta`` (the union), or None: unknown."""
-    if not meta.partitioned:
+    """:func:`candidate_ids` of one lookup over every partition of ``meta`` (the union), or None: unknown.
+
+    During a move (``Meta.moving_from``) the source partitions are read first,
+    then the current ones: a record moved meanwhile is found in one or the other.
+    """
+    if not meta.scatters:
         return (yield from candidate_ids(meta, [lookup]))
-    found = yield from gather([candidate_ids(view, [lookup]) for view in meta.views()])
+    sources = len(meta.sources())
+    views = meta.scatter_views()
+    found = (yield from gather([candidate_ids(view, [lookup]) for view in views[:sources]])) if sources else []
+    found += yield from gather([candidate_ids(view, [lookup]) for view in views[sources:]])
     union: set[str] = set()
     for ids in found:
         if ids is None:
@@ -1016,7 +1023,7 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
     ``materialize``-d whole, with nothing sliced, is sorted in Python:
     cheaper than reading the index.
     """
-    if q.meta.partitioned:
+    if q.meta.scatters:
         return (yield from scattered(q, chunk_size)), True
     page_by = page_attr(q)
     if page_by is not None:
@@ -1051,19 +1058,57 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
 
 
 def parts(q: Query) -> list[Query]:
-    """The query bound to each partition of its spread model, each reading its first ``offset + limit``."""
+    """The query bound to each partition of its spread model, each reading its first ``offset + limit``.
+
+    During a move (``Meta.moving_from``) the source layout's partitions come first.
+    """
     out = []
-    for number in range(q.meta.partitions):
+    for number in range(len(q.meta.scatter_views())):
         part = q._clone()
         part._partition, part._low = number, 0  # (the slice is taken from the merged runs)
         out.append(part)
     return out
 
 
-def _part_records(part: Query) -> Plan[list[Any]]:
-    """One partition's matches, in the query's order, up to the slice's end."""
-    source, in_order = yield from strategy(part, chunk_size=10**9, materialize=True)
-    return _arranged(part, (yield from collect(source)), in_order)
+def _part_records(part: Query, moving: ModelOptions | None = None) -> Plan[list[Any]]:
+    """One partition's matches, in the query's order, up to the slice's end.
+
+    During a move, ``moving`` is the model's options, and only the records
+    that this partition holds for the model are kept (see :func:`_held`); a
+    sliced read that kept too few is read again, further.
+    """
+    want = part._high
+    while True:
+        source, in_order = yield from strategy(part, chunk_size=10**9, materialize=True)
+        read = _arranged(part, (yield from collect(source)), in_order)
+        if moving is None:
+            return read
+        kept = yield from _held(moving, part.meta, read)
+        if want is None or part._high is None or len(read) < part._high or len(kept) >= want:
+            return kept[:want]
+        part = part._clone()
+        part._high += 2 * (want - len(kept))
+
+
+def _held(meta: ModelOptions, view: ModelOptions, records: list[Any]) -> Plan[list[Any]]:
+    """The records read in partition ``view`` that hold the model's data while a move runs.
+
+    A current partition keeps the records whose id belongs to it (one that
+    shares its keys with a source partition also holds records not moved yet,
+    which the source's read returns). A source partition keeps the records
+    that have no copy at their current key yet (one EXISTS each), marked with
+    where they are (``_origin``) so that a write moves them first.
+    """
+    pk = meta.pk
+    if view.partition_index != -1:  # a current partition
+        return [record for record in records if meta.prefix_for(record._data[pk]) == view.prefix]
+    if not records:
+        return []
+    placed = yield Pipeline([command("EXISTS", meta.key(record._data[pk])) for record in records], False, meta.label)
+    kept = [record for record, there in zip(records, placed) if not there]
+    for record in kept:
+        record._origin = view
+    return kept
 
 
 def scattered(q: Query, chunk_size: int) -> Plan[Plan[None]]:
@@ -1073,13 +1118,26 @@ def scattered(q: Query, chunk_size: int) -> Plan[Plan[None]]:
     indexes (so an ordered page costs each partition about the page); the
     runs are merged by the query's order (Timsort merges presorted runs in
     O(n log P)), and the slice is taken from the merge.
+
+    During a move (``Meta.moving_from``) the source partitions are read first,
+    each keeping its records that have no copy at their current key, then the
+    current ones: a record moved meanwhile is in the current read, or kept
+    from the source read (and then dropped as a duplicate of its current copy).
     """
-    runs = yield from gather([_part_records(part) for part in parts(q)])
-    merged = [record for run in runs for record in run]
+    meta = q.meta
+    sources = len(meta.sources())
+    split = parts(q)
+    moving = meta if sources else None
+    runs = (yield from gather([_part_records(part, moving) for part in split[:sources]])) if sources else []
+    current = yield from gather([_part_records(part, moving) for part in split[sources:]])
+    if sources:
+        here = {record._data[meta.pk] for run in current for record in run}
+        runs = [[record for record in run if record._data[meta.pk] not in here] for run in runs]
+    merged = [record for run in [*runs, *current] for record in run]
     if len(q._order) == 1 and order_attr(q) is not None:  # as one partition's index orders them
         merged = index_order(merged, q._order[0])
     elif q._order:  # ties by id, as on one partition
-        pk = q.meta.pk
+        pk = meta.pk
         merged = sort_records(sorted(merged, key=lambda record: str(record._data[pk])), q._order)
     return _emit(merged[q._low:q._high], chunk_size)
 
@@ -1135,7 +1193,7 @@ def iterate(q: Query, chunk_size: int) -> Plan[None]:
     if q._cache is not None or q._empty:
         yield Emit(list(q._cache or ()))
         return
-    if q.meta.partitioned and not q._order and not q._low and q._high is None:
+    if q.meta.partitioned and not q.meta.sources() and not q._order and not q._low and q._high is None:
         for part in parts(q):  # in any order: one partition after another, chunk by chunk
             yield from iterate(part, chunk_size)
         return
@@ -1163,11 +1221,16 @@ def count(q: Query) -> Plan[int]:
     if counted is not None:
         sizes = yield Pipeline([command("SCARD", key) for key in counted], False, q.meta.label)
         return sum(int(size) for size in sizes)
+    if q.meta.sources():  # during a move: the matches' ids, from both layouts
+        q = q._clone()
+        q._fields = frozenset({q.meta.pk})
     return len((yield from evaluate(q)))
 
 
 def _counted_by(q: Query) -> list[str] | None:
     """The sets whose sizes add up to the query's count, if some do: the id sets, or one exact index's sets."""
+    if q.meta.sources():
+        return None  # (a move is under way: a record may be in both layouts, or in a partition not its own)
     if q.meta.partitioned:
         if q._low or q._high is not None:
             return None  # (each part reads from its start: a slice is taken after the merge)
@@ -1242,7 +1305,7 @@ def get_by_pk(model: type[Any], value: Any) -> Plan[Any]:
     meta = model._meta
     pk = meta.fields[meta.pk].cast(value)
     key = meta.key(pk)
-    if meta.streams or meta.pointers:
+    if meta.streams or meta.pointers or meta.sources():
         record = (yield from load.load(meta, [key]))[0]
     else:  # the commonest read, kept short: one HGETALL, one build
         raw = (yield Pipeline([Command(("HGETALL", key), key)], False, meta.label))[0]
@@ -1357,7 +1420,7 @@ def aggregate(q: Query, named: dict[str, aggregates.Aggregate]) -> Plan[dict[str
         return {alias: agg.empty() for alias, agg in named.items()}
     unfiltered = (not q._filters and not q._excludes and q._low == 0 and q._high is None
                   and q._cache is None)
-    if unfiltered and all(agg.from_index(meta) for agg in named.values()):
+    if unfiltered and not meta.sources() and all(agg.from_index(meta) for agg in named.values()):
         if meta.partitioned:
             found = yield from gather([aggregate_from_indexes(view, named) for view in meta.views()])
             return {alias: _combine(agg, [part[alias] for part in found]) for alias, agg in named.items()}

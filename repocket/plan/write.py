@@ -20,8 +20,8 @@ from repocket import errors, keys
 from repocket.attributes import Attribute, Decimal, Float, Integer, _short_repr
 from repocket.indexes import WritePlan
 from repocket.options import partition_of
-from repocket.plan import claims
-from repocket.plan.load import SECRET_MASK, _corrupt, decode_field
+from repocket.plan import claims, repartition
+from repocket.plan.load import SECRET_MASK, _corrupt, decode_field, fetch
 from repocket.plan.rounds import Eval, Plan, Sleep
 
 if TYPE_CHECKING:
@@ -305,7 +305,11 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
     the caller has just generated: nothing can be stored under them, which the
     script checks at the cost of one EXISTS (see :class:`WriteJob`). ``fences``
     maps ``(id, unique field)`` to the claim its write relies on (a spread model).
+    During a move (``Meta.moving_from``), the records still in the source layout
+    that the write needs are moved first (:func:`repocket.plan.repartition.settle`).
     """
+    if meta.sources():
+        yield from repartition.settle(meta, instances)
     if meta.partitioned and meta.unique:
         yield from _save_claimed(meta, instances, force, fields, fresh)
         return
@@ -415,16 +419,23 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
 
     A versioned record is deleted only at the version its instance loaded; an
     instance never loaded (``Model(id=...)``) claims no version, so none is
-    checked. Its stored values are unknown: the guards fetch them.
+    checked. Its stored values are unknown: the guards fetch them. During a
+    move, a copy in the source layout is moved first, then deleted with the rest.
     """
+    if meta.sources():
+        yield from repartition.settle(meta, instances, every=True)
     if meta.partitioned:
-        held = [(str(instance._data[meta.pk]), name, token)
-                for instance in instances for name, token in _stored_tokens(meta, instance)]
+        # The unique values of an instance never loaded are read first, to release their claims after.
+        unread = [instance for instance in instances if instance._stored is None] if meta.unique else []
+        found = yield from fetch([(meta, instance._key()) for instance in unread], frozenset([meta.pk, *meta.unique]))
+        stored = {id(instance): fetched[0] for instance, fetched in zip(unread, found) if fetched is not None}
+        held = [(str(instance._data[meta.pk]), name, token) for instance in instances
+                for name, token in _stored_tokens(meta, instance, stored.get(id(instance)))]
         counts: dict[int, int] = {}
         for view, group in by_partition(meta, instances):
             for instance, deleted in zip(group, (yield from delete(view, group))):
                 counts[id(instance)] = deleted
-        for pk, name, token in held:  # (a value unknown here is released by the next claimant or check())
+        for pk, name, token in held:
             yield from claims.release(meta, name, token, pk)
         return [counts[id(instance)] for instance in instances]
     jobs = []
@@ -485,11 +496,12 @@ def _save_claimed(meta: ModelOptions, instances: Sequence[ActiveRecord], force: 
             yield from claims.release(meta, name, token, pk)
 
 
-def _stored_tokens(meta: ModelOptions, instance: ActiveRecord) -> list[tuple[str, str]]:
-    """``(unique field, token)`` of the values the instance was loaded or last saved with."""
+def _stored_tokens(meta: ModelOptions, instance: ActiveRecord,
+                   stored: dict[bytes, bytes] | None = None) -> list[tuple[str, str]]:
+    """``(unique field, token)`` of the values the instance was loaded or last saved with (or of ``stored``)."""
     out = []
     for name in meta.unique:
-        raw = (instance._stored or {}).get(name.encode())
+        raw = (stored or instance._stored or {}).get(name.encode())
         if raw is None:
             continue
         value = _old_value(meta, instance._key(), name, raw)
@@ -527,6 +539,8 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
             model=meta.label, field=name, value=amount, expected="a field that is not unique",
         )
     pk = str(instance._pk())
+    if meta.sources():
+        yield from repartition.settle(meta, [instance], every=True)
     meta = meta.for_pk(pk)
     record = meta.key(pk)
     if isinstance(attr, Integer) and not attr.unique and abs(step) < 2**52:
@@ -672,6 +686,8 @@ def append(instance: ActiveRecord, name: str, chunk: bytes) -> Plan[str]:
     result, whatever others appended.
     """
     meta = instance._meta
+    if meta.sources():
+        yield from repartition.settle(meta, [instance], every=True)
     record = instance._key()
     key = keys.stream_key(record, name)
     length = yield Eval("append", [record, key], [chunk], meta.label)

@@ -87,6 +87,14 @@ def test_a_value_given_up_is_free_at_once_and_claims_follow_the_records(conn: re
     assert (found.pk, created) == (cy.pk, False)
 
 
+def test_deleting_a_record_never_loaded_releases_its_claims(conn: redis_py.Redis) -> None:
+    ada = Member.objects.create(email="ada@example.org", handle="ada", age=1)
+    assert Member(id=ada.pk).delete() == 1  # its values are unknown here: read before the delete
+    assert _claims(Member._meta, conn, "email") == {} == _claims(Member._meta, conn, "handle")
+    assert Member.objects.check().ok
+    assert Member.objects.create(email="ada@example.org", handle="ada", age=2).pk != ada.pk
+
+
 def test_one_of_many_racing_writers_gets_each_value(conn: redis_py.Redis, driver: str) -> None:
     if driver == "async":
         pytest.skip("threads drive the sync executor")
