@@ -33,6 +33,7 @@ from repocket.io.common import (
     evalsha,
     refused_as_replica,
     replicas_enough,
+    routed,
     script_target,
     slot_groups,
 )
@@ -107,8 +108,11 @@ async def _pipeline(client: aioredis.Redis, step: Pipeline) -> list[Any]:
                         replies[position] = reply
             return checked(step, replies)
         async with client.pipeline(transaction=step.transaction) as pipe:
+            cluster = isinstance(client, RedisCluster)
+            nodes: dict[int, Any] = {}  # each slot's node, for this pipeline (see routed)
             for command in commands:
-                pipe.execute_command(*command.args, **command.options)  # type: ignore[no-untyped-call]
+                options = routed(client, command, nodes) if cluster else command.options
+                pipe.execute_command(*command.args, **options)
             replies = await pipe.execute(raise_on_error=False)
     except RedisError as exc:
         raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc

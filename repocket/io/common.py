@@ -4,16 +4,17 @@ decisions around a script call (WAIT for replicas, calling again after a failove
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from redis.crc import key_slot
 from redis.exceptions import AskError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from repocket import errors
 from repocket.io.errors import wrap_redis_error
-from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round
+from repocket.plan.rounds import Command, Emit, Eval, Pipeline, Plan, Round
 
 if TYPE_CHECKING:
     from repocket.connections import WritePolicy
@@ -143,6 +144,32 @@ def slot_groups(step: Pipeline, keyslot: Callable[[str], int]) -> list[list[int]
     for position, command in enumerate(step.commands):
         groups.setdefault(keyslot(command.key or ""), []).append(position)
     return list(groups.values())
+
+
+def routed(client: Any, command: Command, nodes: dict[int, Any]) -> Mapping[str, Any]:
+    """The options of ``command`` in a cluster pipeline, naming the primary of its key's slot as its target.
+
+    redis-py finds that node itself by parsing each command for its keys,
+    which is a fifth of the client's time in a query's pipeline of reads; the
+    command names its key already, so the slot is hashed from it directly
+    (``nodes`` keeps each slot's node for the rest of the pipeline). The node
+    is the one redis-py would pick (the primary serving the slot), and a
+    command redirected by MOVED or ASK is routed by redis-py again. Left to
+    redis-py: a command whose first argument is not the key it names, a
+    client that reads from replicas, and a slot the client has no node for.
+    """
+    key = command.key
+    if key is None or len(command.args) < 2 or command.args[1] != key or client.read_from_replicas \
+            or client.load_balancing_strategy is not None:
+        return command.options
+    slot = key_slot(key.encode())
+    node = nodes.get(slot)
+    if node is None:
+        try:
+            node = nodes[slot] = client.nodes_manager.get_node_from_slot(slot)
+        except Exception:  # noqa: BLE001 - no node known for the slot yet: redis-py finds one, or raises
+            return command.options
+    return {**command.options, "target_nodes": node}
 
 
 def checked(step: Pipeline, replies: list[Any]) -> list[Any]:

@@ -32,6 +32,7 @@ from repocket.io.common import (
     evalsha,
     refused_as_replica,
     replicas_enough,
+    routed,
     script_target,
     slot_groups,
 )
@@ -102,8 +103,11 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
                     replies[position] = reply
             return checked(step, replies)
         pipe = client.pipeline(transaction=step.transaction)
+        cluster = isinstance(client, RedisCluster)
+        nodes: dict[int, Any] = {}  # each slot's node, for this pipeline (see routed)
         for command in commands:
-            pipe.execute_command(*command.args, **command.options)  # type: ignore[no-untyped-call]
+            options = routed(client, command, nodes) if cluster else command.options
+            pipe.execute_command(*command.args, **options)  # type: ignore[no-untyped-call]
         replies = pipe.execute(raise_on_error=False)
     except RedisError as exc:
         raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc

@@ -131,6 +131,19 @@ def test_a_model_whose_slot_moves_is_followed(cluster: RedisCluster) -> None:
         src.exists(flight._key())
 
 
+def test_a_pipelined_read_names_the_primary_of_its_keys_slot(cluster: RedisCluster) -> None:
+    """The executor routes each command of a cluster pipeline by the key it names (io/common.py ``routed``)."""
+    from repocket.io.common import routed
+    from repocket.plan.rounds import Command, command
+
+    flight = Flight.objects.create(code="R1", seats=1, fare=decimal.Decimal(1))
+    options = routed(cluster, Command(("HGETALL", flight._key()), flight._key()), {})
+    assert options["target_nodes"] == cluster.get_node_from_key(flight._key())
+    union = command("SUNION", "{a}:1", "{a}:2", key="{a}:*")  # (its key names no argument: left to redis-py)
+    assert "target_nodes" not in routed(cluster, union, {})
+    assert Flight.objects.get(flight.pk).code == "R1"
+
+
 def test_configure_cluster_needs_one_way_to_reach_it() -> None:
     with pytest.raises(ValueError):
         configure.cluster()
