@@ -1024,6 +1024,8 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
     cheaper than reading the index.
     """
     if q.meta.scatters:
+        if materialize and not q._low and q._high is None and not q.meta.sources():
+            return (yield from flat(q, chunk_size)), True
         return (yield from scattered(q, chunk_size)), True
     page_by = page_attr(q)
     if page_by is not None:
@@ -1133,13 +1135,38 @@ def scattered(q: Query, chunk_size: int) -> Plan[Plan[None]]:
     if sources:
         here = {record._data[meta.pk] for run in current for record in run}
         runs = [[record for record in run if record._data[meta.pk] not in here] for run in runs]
-    merged = [record for run in [*runs, *current] for record in run]
-    if len(q._order) == 1 and order_attr(q) is not None:  # as one partition's index orders them
-        merged = index_order(merged, q._order[0])
-    elif q._order:  # ties by id, as on one partition
-        pk = meta.pk
-        merged = sort_records(sorted(merged, key=lambda record: str(record._data[pk])), q._order)
+    merged = _merged(q, [record for run in [*runs, *current] for record in run])
     return _emit(merged[q._low:q._high], chunk_size)
+
+
+def flat(q: Query, chunk_size: int) -> Plan[Plan[None]]:
+    """A whole query over a spread model, nothing sliced: every partition's candidates, then one load of them all.
+
+    With no slice, no partition has to read its matches in order: the ids
+    that every partition's indexes give are read side by side (one round),
+    and all of their records in one more (one pipeline per primary), then
+    put in order once, as :func:`scattered` orders its merge.
+    """
+    found = yield from gather([_part_candidates(part) for part in parts(q)])
+    ids = [pk for part_ids in found for pk in part_ids]
+    records = yield from collect(fetch_matching(q, ids, 10**9, 0, None))
+    return _emit(_merged(q, records), chunk_size)
+
+
+def _part_candidates(part: Query) -> Plan[list[str]]:
+    """One partition's candidate ids: from its indexes, or its id set."""
+    ids, _ = yield from candidates(part)
+    return (yield from all_ids(part.meta)) if ids is None else ids
+
+
+def _merged(q: Query, records: list[Any]) -> list[Any]:
+    """Records of several partitions in the query's order, ties by id as on one partition."""
+    if len(q._order) == 1 and order_attr(q) is not None:  # as one partition's index orders them
+        return index_order(records, q._order[0])
+    if q._order:
+        pk = q.meta.pk
+        return sort_records(sorted(records, key=lambda record: str(record._data[pk])), q._order)
+    return records
 
 
 def _emit(records: list[Any], chunk_size: int) -> Plan[None]:
