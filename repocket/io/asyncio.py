@@ -100,12 +100,17 @@ async def _pipeline(client: aioredis.Redis, step: Pipeline) -> list[Any]:
                 raise wrap_redis_error(exc, step.label, only.key) from exc
         if step.transaction and isinstance(client, RedisCluster):
             replies: list[Any] = [None] * len(commands)
-            for group in slot_groups(step, client.keyslot):  # one MULTI per slot
+
+            async def transaction(group: list[int]) -> list[Any]:
                 async with client.pipeline(transaction=True) as pipe:
                     for position in group:
                         pipe.execute_command(*commands[position].args, **commands[position].options)
-                    for position, reply in zip(group, await pipe.execute(raise_on_error=False)):
-                        replies[position] = reply
+                    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+            groups = slot_groups(step, client.keyslot)  # one MULTI per slot, sent side by side
+            for group, results in zip(groups, await asyncio.gather(*map(transaction, groups))):
+                for position, reply in zip(group, results):
+                    replies[position] = reply
             return checked(step, replies)
         async with client.pipeline(transaction=step.transaction) as pipe:
             cluster = isinstance(client, RedisCluster)

@@ -8,8 +8,10 @@ thrown into the plan. Script calls go out once: see :func:`call_once`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import redis
@@ -95,11 +97,17 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
                 raise wrap_redis_error(exc, step.label, only.key) from exc
         if step.transaction and isinstance(client, RedisCluster):
             replies: list[Any] = [None] * len(commands)
-            for group in slot_groups(step, client.keyslot):  # one MULTI per slot
+
+            def transaction(group: list[int]) -> list[Any]:
                 pipe = client.pipeline(transaction=True)
                 for position in group:
                     pipe.execute_command(*commands[position].args, **commands[position].options)
-                for position, reply in zip(group, pipe.execute(raise_on_error=False)):
+                return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+            groups = slot_groups(step, client.keyslot)  # one MULTI per slot, sent side by side
+            done = map(transaction, groups) if len(groups) == 1 else _side_by_side().map(transaction, groups)
+            for group, results in zip(groups, done):
+                for position, reply in zip(group, results):
                     replies[position] = reply
             return checked(step, replies)
         pipe = client.pipeline(transaction=step.transaction)
@@ -112,6 +120,31 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
     except RedisError as exc:
         raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc
     return checked(step, replies)
+
+
+_threads: ThreadPoolExecutor | None = None
+
+
+def _side_by_side() -> ThreadPoolExecutor:
+    """The threads that send a round's transactions on several cluster slots at once (made on first use).
+
+    redis-py runs a cluster transaction on one slot, and one at a time; from
+    threads, the MULTIs of a read over several partitions (records with
+    ByteStreams) cost one round trip of waiting instead of one per slot.
+    """
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="repocket-multi")
+    return _threads
+
+
+def _forget_threads() -> None:
+    """In a forked child, whose copy of the pool has no threads: a new pool on next use."""
+    global _threads
+    _threads = None
+
+
+os.register_at_fork(after_in_child=_forget_threads)
 
 
 def _script(client: redis.Redis, step: Eval) -> Any:

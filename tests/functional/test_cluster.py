@@ -144,6 +144,22 @@ def test_a_pipelined_read_names_the_primary_of_its_keys_slot(cluster: RedisClust
     assert Flight.objects.get(flight.pk).code == "R1"
 
 
+class Recording(ActiveRecord):
+    """Spread over the cluster's default 16 partitions, with a ByteStream: each record is read in a MULTI."""
+
+    title = attributes.Unicode(index=True)
+    audio = attributes.ByteStream()
+
+
+def test_records_with_bytestreams_load_from_every_partition_at_once(cluster: RedisCluster) -> None:
+    """A load over many slots sends one MULTI per slot, side by side (sync: from threads; async: gathered)."""
+    made = Recording.objects.bulk_create([Recording(title=f"t{i % 3}", audio=b"a" * i) for i in range(48)])
+    assert len({partition_of(r.pk, 16) for r in made}) > 8
+    loaded = list(Recording.objects.filter(title="t1"))
+    assert sorted(r.audio for r in loaded) == sorted(b"a" * i for i in range(48) if i % 3 == 1)
+    assert {r.pk: r.audio for r in Recording.objects.all()} == {r.pk: r.audio for r in made}
+
+
 def test_configure_cluster_needs_one_way_to_reach_it() -> None:
     with pytest.raises(ValueError):
         configure.cluster()
