@@ -34,7 +34,7 @@ from repocket.attributes import (
 from repocket.io import clients
 from repocket.manager import ManagerDescriptor
 from repocket.options import ModelOptions  # where it lived before; plan/ imports it from options
-from repocket.plan import load, select, write
+from repocket.plan import hooks, load, select, write
 from repocket.plan.rounds import Plan
 
 if TYPE_CHECKING:
@@ -233,6 +233,9 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     #: During a move (``Meta.moving_from``): the source partition the record was read from, not yet
     #: moved to its current key (its next write moves it first); None otherwise.
     _origin: ModelOptions | None = None
+    #: The phases ("save", "delete") whose lifecycle hooks are running for this instance
+    #: (see :mod:`repocket.plan.hooks`): a save from inside them runs no hooks again.
+    _hooks_running: frozenset[str] = frozenset()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -423,6 +426,9 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
 
     def _save_plan(self, force: bool) -> Plan[dict[str, Any]]:
         meta = self._meta
+        before = hooks.saving([self])
+        if before is not None:
+            yield before  # (what it raises ends the save here: nothing is written)
         for name in meta.auto_now:
             setattr(self, name, meta.fields[name].now())  # type: ignore[attr-defined]
         self._validate_for_save()
@@ -430,7 +436,11 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
         if self._data[meta.pk] is None:
             self._data[meta.pk] = meta.fields[meta.pk].generate()  # type: ignore[attr-defined]
             fresh = (str(self._data[meta.pk]),)
+        created = self._stored is None
         yield from write.save(meta, [self], force=force, fresh=fresh)
+        after = hooks.saved([self], [created])
+        if after is not None:
+            yield after
         record = self._key()
         return {
             "hash": record,
@@ -477,10 +487,16 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     def _delete_plan(self) -> Plan[int]:
         if self._data[self._meta.pk] is None:
             return 0
+        before = hooks.deleting([self])
+        if before is not None:
+            yield before
         deleted = (yield from write.delete(self._meta, [self]))[0]
         self._stored = None
         self._stored_streams = {}
         self._version = None
+        after = hooks.deleted([self])
+        if after is not None:
+            yield after
         return deleted
 
     def refresh(self, *, connection: redis.Redis | None = None) -> None:

@@ -10,6 +10,7 @@ releases its connection only after that.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
@@ -38,7 +39,7 @@ from repocket.io.common import (
     slot_groups,
 )
 from repocket.io.errors import wrap_redis_error
-from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round, Sleep
+from repocket.plan.rounds import Emit, Eval, Hooks, Pipeline, Plan, Round, Sleep
 
 __all__ = ["acall_once", "arun", "astream"]
 
@@ -81,6 +82,12 @@ async def send(client: aioredis.Redis, step: Round) -> Any:
         return await _script(client, step)
     if isinstance(step, Sleep):
         await asyncio.sleep(step.seconds)
+        return None
+    if isinstance(step, Hooks):
+        for function, args in step.calls:
+            done = function(*args)
+            if inspect.isawaitable(done):
+                await done
         return None
     raise TypeError(f"a plan yielded {step!r}, which is not a round")
 

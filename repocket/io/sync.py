@@ -8,6 +8,8 @@ thrown into the plan. Script calls go out once: see :func:`call_once`.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import time
 from collections.abc import Generator
@@ -39,7 +41,7 @@ from repocket.io.common import (
     slot_groups,
 )
 from repocket.io.errors import wrap_redis_error
-from repocket.plan.rounds import Emit, Eval, Pipeline, Plan, Round, Sleep
+from repocket.plan.rounds import Emit, Eval, Hooks, Pipeline, Plan, Round, Sleep
 
 __all__ = ["call_once", "run", "stream"]
 
@@ -79,6 +81,12 @@ def send(client: redis.Redis, step: Round) -> Any:
         return _script(client, step)
     if isinstance(step, Sleep):
         time.sleep(step.seconds)
+        return None
+    if isinstance(step, Hooks):
+        for function, args in step.calls:
+            done = function(*args)
+            if inspect.isawaitable(done):
+                _await_outside_a_loop(function, done)
         return None
     raise TypeError(f"a plan yielded {step!r}, which is not a round")
 
@@ -120,6 +128,24 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
     except RedisError as exc:
         raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc
     return checked(step, replies)
+
+
+def _await_outside_a_loop(function: Any, done: Any) -> None:
+    """Run a coroutine hook or receiver that a sync call met: in a loop of its own, if none runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_awaited(done))
+        return
+    close = getattr(done, "close", None)
+    if close is not None:
+        close()  # (dropped unawaited: no warning)
+    raise TypeError(f"{getattr(function, '__qualname__', function)} is a coroutine function, and this sync "
+                    "call runs inside an event loop: use the async method (asave(), adelete(), ...)")
+
+
+async def _awaited(done: Any) -> None:
+    await done
 
 
 _threads: ThreadPoolExecutor | None = None

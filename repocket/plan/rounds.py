@@ -9,6 +9,8 @@
 - :class:`Sleep`: a pause before a retry, without a round trip.
 - :class:`Emit`: records handed to the caller of a streaming plan
   (``iterator()``, ``async for``) as they are loaded.
+- :class:`Hooks`: lifecycle hooks and signal receivers to run (user code),
+  without a round trip; the async executor awaits coroutine ones.
 
 A command that fails (a key of the wrong type, a refused script) is not a
 reply: the executor turns it into repocket's error, naming the command's key,
@@ -17,11 +19,11 @@ and throws it into the plan, which may catch it.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Command", "Emit", "Eval", "Pipeline", "Plan", "Round", "Sleep", "command", "one"]
+__all__ = ["Command", "Emit", "Eval", "Hooks", "Pipeline", "Plan", "Round", "Sleep", "command", "one"]
 
 T = TypeVar("T")
 
@@ -88,6 +90,19 @@ class Emit:
     items: Sequence[Any]
 
 
-Round = Pipeline | Eval | Sleep | Emit
+@dataclass(slots=True)
+class Hooks:
+    """User code to run between rounds, in order: lifecycle hooks and signal receivers (no round trip).
+
+    Each call is ``(function, args)``. The sync executor calls them, the
+    async one too and awaits what a coroutine function returns. What a call
+    raises ends the plan where it stands: a ``before_*`` hook runs before the
+    write it precedes, which is then never sent.
+    """
+
+    calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]
+
+
+Round = Pipeline | Eval | Sleep | Emit | Hooks
 #: A plan, which yields rounds, receives their replies and returns its result.
 Plan = Generator[Round, Any, T]

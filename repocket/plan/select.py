@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from repocket import aggregates, attributes, errors, indexes, keys
-from repocket.plan import load, write
+from repocket.plan import hooks, load, write
 from repocket.plan.lookups import (
     EXACT_OPS,
     EXACT_SCORE_LIMITS,
@@ -1584,6 +1584,9 @@ def delete(q: Query) -> Plan[int]:
         return 0
     records = yield from evaluate(q)
     meta = q.meta
+    before = hooks.deleting(records)
+    if before is not None:
+        yield before  # (every record's, before the first batch: one that raises deletes nothing)
     deleted = 0
     for start in range(0, len(records), 500):
         batch = records[start:start + 500]
@@ -1592,6 +1595,9 @@ def delete(q: Query) -> Plan[int]:
         for record in batch:
             record._stored = None
             record._stored_streams = {}
+    after = hooks.deleted(records)
+    if after is not None:
+        yield after
     return deleted
 
 
