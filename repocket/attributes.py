@@ -27,7 +27,7 @@ import dateutil.parser
 import orjson
 
 from repocket import serialization
-from repocket.errors import ValidationError
+from repocket.errors import RepocketActiveRecordDefinitionError, ValidationError
 
 if TYPE_CHECKING:
     from repocket.model import ActiveRecord
@@ -869,9 +869,12 @@ class Pointer(Attribute[Any]):
         null: whether the pointer may be empty. A pointer whose target was
             deleted loads as ``None`` when ``null=True``; otherwise reading it
             raises BrokenReferenceError.
+        related_name: the name of the reverse accessor on the target's
+            instances (``project.builds``: a QuerySet of the records pointing
+            at it); ``<model name lowercased>_set`` by default, ``"+"`` for none.
 
     Pointers are indexed unless ``index=False``, so reverse lookups
-    (``Build.objects.filter(project=p)``) run inside Redis.
+    (``Build.objects.filter(project=p)``, ``project.build_set``) run inside Redis.
     """
 
     __base_type__ = None
@@ -887,9 +890,16 @@ class Pointer(Attribute[Any]):
         index: bool = True,
         unique: bool = False,
         secret: bool = False,
+        related_name: str | None = None,
     ) -> None:
         super().__init__(null=null, default=default, index=index, unique=unique, secret=secret)
+        if related_name is not None and related_name != "+" and (
+                not isinstance(related_name, str) or not related_name.isidentifier() or related_name.startswith("_")):
+            raise RepocketActiveRecordDefinitionError(
+                f"Pointer(related_name={related_name!r}): a related name is an identifier not starting with '_', "
+                "or '+' for no reverse accessor")
         self._to_model = to_model
+        self.related_name = related_name
 
     @property
     def to_model(self) -> type[ActiveRecord]:

@@ -254,6 +254,21 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
 
     # -- identity ------------------------------------------------------------
 
+    def __getattr__(self, name: str) -> Any:
+        """A reverse accessor (see :class:`~repocket.attributes.Pointer`'s ``related_name``): the records
+        pointing at this one, as a lazy QuerySet served by the Pointer's index."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        relation = registry.relations(type(self)).get(name)
+        if relation is None:
+            raise AttributeError(f"{type(self).__qualname__!r} object has no attribute {name!r}")
+        if self._data.get(self._meta.pk) is None:
+            raise errors.UnsavedReferenceError(
+                f"{self._meta.label} has no id yet: save it before reading {name} (the records pointing at it)")
+        referring = relation.model.objects.filter(**{relation.field: self})
+        referring._known = {self._key(): self}  # (their Pointer to this record resolves to it, unread)
+        return referring
+
     @property
     def pk(self) -> uuid.UUID | None:
         """The primary key value, whatever the primary key attribute is called."""

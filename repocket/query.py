@@ -86,6 +86,9 @@ class QuerySet(Generic[M]):
         self._distinct = False
         #: The one partition this query reads, when a spread model's query is scattered (see :attr:`meta`).
         self._partition: int | None = None
+        #: Records already in hand, by key, that loaded Pointers resolve to without reading them
+        #: (a reverse accessor's own record: ``project.builds`` point at ``project``).
+        self._known: dict[str, Any] = {}
 
     @property
     def meta(self) -> ModelOptions:
@@ -101,6 +104,7 @@ class QuerySet(Generic[M]):
         clone._low, clone._high = self._low, self._high
         clone._empty, clone._fields, clone._distinct = self._empty, self._fields, self._distinct
         clone._partition = self._partition
+        clone._known = self._known
         return clone
 
     def __repr__(self) -> str:

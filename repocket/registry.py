@@ -7,7 +7,7 @@ table only; nothing named by stored data is ever imported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from repocket.errors import RepocketActiveRecordDefinitionError
 
@@ -54,3 +54,45 @@ def resolve_model(name: str, near: type[ActiveRecord] | None = None) -> type[Act
             "use the class itself or 'namespace.Name'"
         )
     return candidates[0]
+
+
+class Relation(NamedTuple):
+    """A Pointer ``field`` of ``model`` aimed at another model, seen from that target: its reverse accessor ``name``."""
+
+    name: str
+    model: type[ActiveRecord]
+    field: str
+
+
+def relations(target: type[ActiveRecord]) -> dict[str, Relation]:
+    """The reverse accessors of ``target``'s instances, by name: every declared Pointer aimed at it.
+
+    Raises:
+        RepocketActiveRecordDefinitionError: two Pointers give ``target`` one
+            related name, or one names an attribute ``target`` already has.
+    """
+    from repocket.attributes import Pointer
+
+    found: dict[str, Relation] = {}
+    for model in list(MODELS.values()):
+        for field, attr in model._meta.fields.items():
+            if not isinstance(attr, Pointer) or attr.related_name == "+" or _target(attr) is not target:
+                continue
+            name = attr.related_name or f"{model.__name__.lower()}_set"
+            where = f"{model.__module__}.{model.__qualname__}.{field}"
+            if name in found or hasattr(target, name):
+                other = found[name] if name in found else None
+                clash = (f"{other.model.__qualname__}.{other.field} too" if other is not None
+                         else f"an attribute of {target.__qualname__}")
+                raise RepocketActiveRecordDefinitionError(
+                    f"{where}: its reverse accessor {target.__qualname__}.{name} is {clash}; "
+                    "give the Pointer another related_name")
+            found[name] = Relation(name, model, field)
+    return found
+
+
+def _target(attr: object) -> object:
+    try:
+        return attr.to_model  # type: ignore[attr-defined]
+    except RepocketActiveRecordDefinitionError:
+        return None  # (a name no model has yet: not aimed at anyone declared)

@@ -977,7 +977,8 @@ def load_records(q: Query, ids: Sequence[str]) -> Plan[list[Any]]:
     """The records of ``ids`` that exist, with only the query's fields when it has ``only()``."""
     meta = q.meta
     fields = loaded_fields(q)
-    records = [r for r in (yield from load.load(meta, [meta.key(pk) for pk in ids], fields=fields)) if r is not None]
+    keys_ = [meta.key(pk) for pk in ids]
+    records = [r for r in (yield from load.load(meta, keys_, dict(q._known), fields=fields)) if r is not None]
     if fields is not None:
         for record in records:
             record._loaded_with = q._connection  # where its deferred attributes are read
