@@ -33,7 +33,11 @@ if TYPE_CHECKING:
     from repocket.model import ActiveRecord
 
 __all__ = [
+    "CASCADE",
+    "DO_NOTHING",
     "JSON",
+    "PROTECT",
+    "SET_NULL",
     "Attribute",
     "AutoUUID",
     "BrokenReference",
@@ -860,6 +864,19 @@ class Float(Attribute[float]):
         return repr(value)
 
 
+#: ``on_delete`` strategies of a Pointer (SPEC §7): what deleting the target does to the records pointing at it.
+#: Nothing: they keep the pointer, which then loads as broken (the original repocket's behaviour).
+DO_NOTHING = "DO_NOTHING"
+#: The delete raises :exc:`~repocket.errors.ProtectedError` naming them, and writes nothing.
+PROTECT = "PROTECT"
+#: They are deleted too, in the same atomic write, and so are the records pointing at them (recursively).
+CASCADE = "CASCADE"
+#: Their pointer is set to None in the same atomic write (the Pointer must be ``null=True``).
+SET_NULL = "SET_NULL"
+#: Every strategy ``on_delete`` accepts.
+ON_DELETE = (DO_NOTHING, PROTECT, CASCADE, SET_NULL)
+
+
 class Pointer(Attribute[Any]):
     """Think of it as a soft foreign key: stores the target's hash key, loads the target.
 
@@ -872,6 +889,11 @@ class Pointer(Attribute[Any]):
         related_name: the name of the reverse accessor on the target's
             instances (``project.builds``: a QuerySet of the records pointing
             at it); ``<model name lowercased>_set`` by default, ``"+"`` for none.
+        on_delete: what deleting the target does to the records pointing at
+            it: :data:`DO_NOTHING` (the default), :data:`PROTECT`,
+            :data:`CASCADE` or :data:`SET_NULL`, written atomically with the
+            delete on one server (docs/relationships). A strategy other than
+            DO_NOTHING needs the Pointer's index.
 
     Pointers are indexed unless ``index=False``, so reverse lookups
     (``Build.objects.filter(project=p)``, ``project.build_set``) run inside Redis.
@@ -891,8 +913,19 @@ class Pointer(Attribute[Any]):
         unique: bool = False,
         secret: bool = False,
         related_name: str | None = None,
+        on_delete: str = DO_NOTHING,
     ) -> None:
         super().__init__(null=null, default=default, index=index, unique=unique, secret=secret)
+        if on_delete not in ON_DELETE:
+            raise RepocketActiveRecordDefinitionError(
+                f"Pointer(on_delete={on_delete!r}): expected one of {', '.join(ON_DELETE)}")
+        if on_delete == SET_NULL and not null:
+            raise RepocketActiveRecordDefinitionError("Pointer(on_delete=SET_NULL) needs null=True")
+        if on_delete != DO_NOTHING and not index:
+            raise RepocketActiveRecordDefinitionError(
+                f"Pointer(on_delete={on_delete}) needs its index (index=True): a delete finds the records "
+                "pointing at its target there")
+        self.on_delete = on_delete
         if related_name is not None and related_name != "+" and (
                 not isinstance(related_name, str) or not related_name.isidentifier() or related_name.startswith("_")):
             raise RepocketActiveRecordDefinitionError(

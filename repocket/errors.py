@@ -32,8 +32,10 @@ __all__ = [
     "BrokenReferenceError",
     "ConflictError",
     "CorruptRecordError",
+    "CrossPartitionError",
     "DoesNotExist",
     "MultipleObjectsReturned",
+    "ProtectedError",
     "RedisAuthenticationError",
     "RedisConnectionError",
     "ReplicationError",
@@ -140,6 +142,19 @@ class UniqueConstraintError(RepocketError):
         self.model = model
         self.field = field
         self.value = value
+
+
+class ProtectedError(RepocketError):
+    """A delete refused by a Pointer with ``on_delete=PROTECT``: records point at the target; nothing was deleted."""
+
+    def __init__(self, message: str, *, model: str, field: str, record: str, referrers: list[str]) -> None:
+        super().__init__(message)
+        #: The referring model and Pointer, the key of the record whose delete was refused, the referrers' keys.
+        self.model, self.field, self.record, self.referrers = model, field, record, referrers
+
+
+class CrossPartitionError(RepocketError):
+    """A write that would span several slots of a Redis Cluster in one atomic call; nothing was written."""
 
 
 class ConflictError(RepocketError):

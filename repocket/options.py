@@ -62,6 +62,10 @@ class ModelOptions:
         self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
         self.streams = [name for name, attr in fields.items() if not attr.stored_in_hash]
         self.pointers = [name for name, attr in fields.items() if isinstance(attr, Pointer)]
+        #: The Pointers with an ``on_delete`` strategy: a save that sets one checks, in its
+        #: script, that the target exists (so that its delete cannot miss this record).
+        self.guarded_pointers = [name for name, attr in fields.items()
+                                 if isinstance(attr, Pointer) and attr.on_delete != "DO_NOTHING"]
         self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]
         self.indexed = [name for name, attr in fields.items() if attr.index]
         self.unique = [name for name, attr in fields.items() if attr.unique]

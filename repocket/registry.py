@@ -7,7 +7,7 @@ table only; nothing named by stored data is ever imported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from repocket.errors import RepocketActiveRecordDefinitionError
 
@@ -28,6 +28,7 @@ def register(model: type[ActiveRecord]) -> None:
             f"those of {existing.__module__}.{existing.__qualname__}; set Meta.namespace"
         )
     MODELS[prefix] = model  # redefining the same class (a reload, a test) replaces it
+    _AIMED.clear()
 
 
 def resolve_model(name: str, near: type[ActiveRecord] | None = None) -> type[ActiveRecord]:
@@ -71,23 +72,39 @@ def relations(target: type[ActiveRecord]) -> dict[str, Relation]:
         RepocketActiveRecordDefinitionError: two Pointers give ``target`` one
             related name, or one names an attribute ``target`` already has.
     """
+    found: dict[str, Relation] = {}
+    for model, field, attr in pointers_to(target):
+        if attr.related_name != "+":
+            _add(found, target, model, field, attr.related_name or f"{model.__name__.lower()}_set")
+    return found
+
+
+def _add(found: dict[str, Relation], target: type[ActiveRecord], model: type[ActiveRecord], field: str,
+         name: str) -> None:
+    """Add ``target``'s reverse accessor ``name``, refusing one that clashes."""
+    if name in found or hasattr(target, name):
+        other = found.get(name)
+        clash = f"{other.model.__qualname__}.{other.field} too" if other is not None else (
+            f"an attribute of {target.__qualname__}")
+        raise RepocketActiveRecordDefinitionError(
+            f"{model.__module__}.{model.__qualname__}.{field}: its reverse accessor {target.__qualname__}.{name} "
+            f"is {clash}; give the Pointer another related_name")
+    found[name] = Relation(name, model, field)
+
+
+#: pointers_to() by target, until the next model is registered.
+_AIMED: dict[type[ActiveRecord], list[tuple[type[ActiveRecord], str, Any]]] = {}
+
+
+def pointers_to(target: type[ActiveRecord]) -> list[tuple[type[ActiveRecord], str, Any]]:
+    """Every declared Pointer aimed at ``target``: ``(model, field, attribute)`` (kept until a model is declared)."""
     from repocket.attributes import Pointer
 
-    found: dict[str, Relation] = {}
-    for model in list(MODELS.values()):
-        for field, attr in model._meta.fields.items():
-            if not isinstance(attr, Pointer) or attr.related_name == "+" or _target(attr) is not target:
-                continue
-            name = attr.related_name or f"{model.__name__.lower()}_set"
-            where = f"{model.__module__}.{model.__qualname__}.{field}"
-            if name in found or hasattr(target, name):
-                other = found[name] if name in found else None
-                clash = (f"{other.model.__qualname__}.{other.field} too" if other is not None
-                         else f"an attribute of {target.__qualname__}")
-                raise RepocketActiveRecordDefinitionError(
-                    f"{where}: its reverse accessor {target.__qualname__}.{name} is {clash}; "
-                    "give the Pointer another related_name")
-            found[name] = Relation(name, model, field)
+    found = _AIMED.get(target)
+    if found is None:
+        found = [(model, field, attr) for model in list(MODELS.values()) for field, attr in model._meta.fields.items()
+                 if isinstance(attr, Pointer) and _target(attr) is target]
+        _AIMED[target] = found  # (a Pointer naming a model declared later resolves once it is: register() clears)
     return found
 
 

@@ -39,6 +39,14 @@
 --                                      exist, else {"present"}; the caller sends
 --                                      it for an id it has just generated, and
 --                                      plans again without it when refused
+--          count   <k> <n>             the set k must have n members, and
+--          member  <k> <id>            hold id, else {"referred", k}: the records
+--                                      pointing at a record being deleted are
+--                                      still those its delete was planned for
+--          target  <k> <l>             the hash k (a Pointer's target) must
+--                                      exist, else {"dangling", k}, and its
+--                                      lease l must not be another writer's,
+--                                      else {"leased"} (its delete holds it)
 -- writes:  hset <field> <value> | hdel <field> | set <k> <value> | del <k> | bump (_version + 1)
 --          sadd <k> <member> | srem <k> <member>
 --          zadd <k> <score> <member> | zrem <k> <member>
@@ -47,6 +55,11 @@
 -- Other refusals: {"wrongtype", key, type}; {"corrupt", field, problem, value}
 -- (a stored value a write would fail on); {"leased"} (another writer holds the
 -- record's lease: wait and call again); {"present"} (see new).
+--
+-- A delete refused because the records pointing at one it deletes changed
+-- ({"referred"}) gets the same lease on that record as a guard miss does:
+-- while it holds it, a save setting a Pointer to the record waits (the target
+-- check), so the delete planned again from the index sets meets no change.
 --
 -- Leases. A guard miss returns the current values, and the caller plans again
 -- from them; under contention another writer may change them again in
@@ -66,7 +79,8 @@
 
 local LEASE_MS = 2000
 local letters = {h = "hash", s = "set", z = "zset", t = "string"}
-local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2, new = 1, fenced = 3}
+local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2, new = 1, fenced = 3,
+                     count = 3, member = 3, target = 3}
 local write_arity = {hset = 3, hdel = 2, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
                      zadd = 4, zrem = 3, uset = 4, udel = 4}
 local token = ARGV[2]
@@ -89,9 +103,14 @@ local function preflight(rec)
     if not n then return "unknown check at argument " .. j end
     if ARGV[j] == "version" then rec.versioned = true end
     if ARGV[j] == "new" then rec.new = true end
-    if ARGV[j] == "unique" or ARGV[j] == "fenced" then
+    if ARGV[j] == "unique" or ARGV[j] == "fenced" or ARGV[j] == "count" or ARGV[j] == "member"
+        or ARGV[j] == "target" then
       local k = tonumber(ARGV[j + 1])
       if not k or k < 1 or k > rec.nkeys then return "bad key number in " .. ARGV[j] end
+    end
+    if ARGV[j] == "target" then
+      local l = tonumber(ARGV[j + 2])
+      if not l or l < 1 or l > rec.nkeys then return "bad key number in target" end
     end
     j = j + n
   end
@@ -199,6 +218,20 @@ local function check(rec)
       if redis.call("SISMEMBER", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2]) == 1 then
         return {"revoked", ARGV[j + 2]}
       end
+    elseif op == "count" then
+      if redis.call("SCARD", KEYS[rec.base + tonumber(ARGV[j + 1])]) ~= tonumber(ARGV[j + 2]) then
+        return {"referred", ARGV[j + 1]}
+      end
+    elseif op == "member" then
+      if redis.call("SISMEMBER", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2]) == 0 then
+        return {"referred", ARGV[j + 1]}
+      end
+    elseif op == "target" then
+      if redis.call("EXISTS", KEYS[rec.base + tonumber(ARGV[j + 1])]) == 0 then
+        return {"dangling", ARGV[j + 1]}
+      end
+      local deleter = lease_holder(KEYS[rec.base + tonumber(ARGV[j + 2])])
+      if deleter and deleter ~= token then return {"leased"} end
     elseif op == "unique" then
       local holder_id = redis.call("HGET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
       if holder_id and holder_id ~= ARGV[j + 3] then
@@ -240,7 +273,7 @@ for r, rec in ipairs(records) do
   if refusal then
     rec.refusal = refusal[1]
     if refusal[1] == "leased" then met_lease = true
-    elseif refusal[1] ~= "conflict" then only_conflicts = false end
+    elseif refusal[1] ~= "conflict" and refusal[1] ~= "referred" then only_conflicts = false end
     refused[#refused + 1] = r
     refused[#refused + 1] = refusal
   end
@@ -251,7 +284,7 @@ if #refused > 0 then
     if not only_conflicts then
       -- another refusal: the caller raises or plans anew, so it lets the others write
       if rec.holds then redis.call("DEL", lease) end
-    elseif not met_lease and rec.refusal == "conflict" then
+    elseif not met_lease and (rec.refusal == "conflict" or rec.refusal == "referred") then
       if rec.holds then
         redis.call("PEXPIRE", lease, LEASE_MS)  -- ours already: renew it
       else

@@ -20,7 +20,7 @@ from repocket import errors, keys
 from repocket.attributes import Attribute, Decimal, Float, Integer, _short_repr
 from repocket.indexes import WritePlan
 from repocket.options import partition_of
-from repocket.plan import claims, repartition
+from repocket.plan import claims, relations, repartition
 from repocket.plan.load import SECRET_MASK, _corrupt, decode_field, fetch
 from repocket.plan.rounds import Eval, Plan, Sleep
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from repocket.options import ModelOptions
 
 __all__ = [
-    "LEASE_PAUSE", "WRITE_BUDGET", "WriteJob", "append", "bulk_save", "bulk_update", "by_partition", "delete", "increment", "run_writes",
+    "LEASE_PAUSE", "WRITE_BUDGET", "WriteJob", "append", "bulk_save", "bulk_update", "by_partition", "delete", "delete_jobs", "increment", "run_writes",
     "save",
 ]
 
@@ -46,12 +46,18 @@ class ClaimRevoked(Exception):
     """A unique value's claim a write relied on was taken over: nothing was written; claim again."""
 
 
+class Referred(Exception):
+    """The records pointing at a record being deleted changed since the delete was planned: plan it again."""
+
+
 class WriteJob:
     """One record's write: re-planned from what Redis holds when it changed under us."""
 
     def __init__(self, make_plan: Callable[[WriteJob], WritePlan], stored: dict[bytes, bytes] | None,
-                 must_exist: bool = False, fresh: bool = False) -> None:
+                 must_exist: bool = False, fresh: bool = False, meta: ModelOptions | None = None) -> None:
         self.make_plan = make_plan
+        #: The record's model, when a call writes records of several (a delete and its cascade).
+        self.meta = meta
         #: A vanished record is an error (DoesNotExist), not something to write anew.
         self.must_exist = must_exist
         #: Whether the id was generated for this write. The script then checks only that the record's own
@@ -87,7 +93,8 @@ class WriteJob:
         self.known_old = known
 
 
-def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRITE_BUDGET) -> Plan[None]:
+def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRITE_BUDGET,
+               token: str | None = None) -> Plan[None]:
     """Write every job in one call of the ``write`` script: all of them, or none.
 
     When records changed under us, nothing was written: those jobs are
@@ -96,9 +103,12 @@ def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRI
     no other repocket writer changes them before our next call, which
     therefore succeeds: the re-plan converges however many writers contend.
     While another writer holds a lease on one of our records, we pause and
-    call again, for ``budget`` seconds at most (then ConflictError).
+    call again, for ``budget`` seconds at most (then ConflictError). A delete
+    refused because the records pointing at one it deletes changed raises
+    ``Referred``, keeping the leases that refusal gave ``token`` (the
+    caller plans again, and calls with the same ``token``).
     """
-    token = secrets.token_hex(8)  # names our leases
+    token = token or secrets.token_hex(8)  # names our leases
     deadline = time.monotonic() + budget
     holding = False  # whether the script gave us leases that are still ours
     plans: list[WritePlan] = []
@@ -114,12 +124,12 @@ def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRI
             refusals = [(jobs[int(number) - 1], plans[int(number) - 1], refusal)
                         for number, refusal in zip(reply[1::2], reply[2::2])]
             statuses = {refusal[0] for _, _, refusal in refusals}
-            if statuses <= {b"conflict", b"leased"}:  # leases granted only when none was met
+            if statuses <= {b"conflict", b"leased", b"referred"}:  # leases granted only when none was met
                 holding = holding or b"leased" not in statuses
             else:  # the script released ours: any other refusal is one we do not retry as is
                 holding = False
             for job, plan, refusal in refusals:  # a refusal we cannot retry wins
-                _raise_unless_retryable(meta, job, plan, refusal)
+                _raise_unless_retryable(job.meta or meta, job, plan, refusal)
             if time.monotonic() > deadline:
                 raise errors.ConflictError(
                     f"{meta.label}: for {budget:g} s the records kept changing or other writers "
@@ -132,6 +142,8 @@ def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRI
                 yield Sleep(random.uniform(*LEASE_PAUSE))
     except GeneratorExit:
         raise  # the caller went away (a cancelled task): our leases expire within 2 s
+    except Referred:
+        raise  # (the caller plans the delete again, holding the leases)
     except BaseException:
         if holding:  # we give up with leases in hand (an error while re-planning, say)
             yield from _release_leases(token, plans)
@@ -178,6 +190,13 @@ def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> No
         raise _stored_data_error(plan.keys[0], reply)
     if status == b"revoked":
         raise ClaimRevoked()
+    if status == b"referred":
+        raise Referred()
+    if status == b"dangling":
+        target = plan.keys[int(reply[1]) - 1]
+        raise errors.BrokenReferenceError(
+            f"{plan.keys[0]}: a Pointer names {target}, which was deleted meanwhile; nothing was written",
+            key=plan.keys[0], field="", target=target)
     if status in (b"taken", b"clash"):
         slot, token, other = int(reply[1]), _text(reply[2]), _text(reply[3])
         field = plan.keys[slot - 1].rsplit(":", 1)[-1]
@@ -354,6 +373,12 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
             for name in meta.indexed:
                 if name.encode() in changed:
                     _plan_index_change(plan, meta, job, record, pk, name, instance._data[name])
+            for name in () if keys.LAYOUT.cluster else meta.guarded_pointers:  # (a cluster: another slot)
+                target = instance._data[name]
+                if name.encode() in changed and getattr(target, "_meta", None) is not None:
+                    # (its delete sees this record in the index it checks, or this write finds no target)
+                    lease = keys.lease_key(target._meta.prefix_for(target.pk), target.pk)
+                    plan.check("target", plan.slot(target._key(), "h"), plan.slot(lease, "t"))
             for field, raw in changed.items():
                 if raw is not None:
                     plan.write("hset", field, raw)
@@ -424,6 +449,8 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
     """
     if meta.sources():
         yield from repartition.settle(meta, instances, every=True)
+    if relations.guarded(meta):
+        return (yield from relations.delete(meta, instances))
     if meta.partitioned:
         # The unique values of an instance never loaded are read first, to release their claims after.
         unread = [instance for instance in instances if instance._stored is None] if meta.unique else []
@@ -438,6 +465,14 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
         for pk, name, token in held:
             yield from claims.release(meta, name, token, pk)
         return [counts[id(instance)] for instance in instances]
+    jobs = delete_jobs(meta, instances)
+    yield from run_writes(meta, jobs)
+    return [job.deleted for job in jobs]
+
+
+def delete_jobs(meta: ModelOptions, instances: Sequence[ActiveRecord],
+                checks: Callable[[WritePlan, ActiveRecord], None] | None = None) -> list[WriteJob]:
+    """The jobs deleting ``instances`` of one partition (``meta``); ``checks(plan, instance)`` adds to each plan."""
     jobs = []
     for instance in instances:
         pk = str(instance._data[meta.pk])
@@ -449,6 +484,8 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
             plan = _new_plan(meta, pk)
             if claims_version:
                 plan.check("version", str(instance._version or ""))
+            if checks is not None:
+                checks(plan, instance)
             for name in meta.indexed:
                 _plan_index_change(plan, meta, job, record, pk, name, _UNREADABLE)
             plan.write("del", 1)
@@ -457,9 +494,8 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
             plan.write("srem", plan.slot(meta.ids_key, "s"), pk)
             return plan
 
-        jobs.append(WriteJob(make_plan, instance._stored if instance._stored is not None else {}))
-    yield from run_writes(meta, jobs)
-    return [job.deleted for job in jobs]
+        jobs.append(WriteJob(make_plan, instance._stored if instance._stored is not None else {}, meta=meta))
+    return jobs
 
 
 def _save_claimed(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool,

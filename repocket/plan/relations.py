@@ -1,0 +1,215 @@
+"""What a delete does to the records pointing at it: the ``on_delete`` strategies of SPEC §7 (planning only).
+
+On one server, a delete and everything its strategies do is one call of the
+``write`` script, so it is all done or none of it:
+
+1. **The graph is planned on the client.** From the records to delete, one
+   round per level reads the index set of every Pointer with a strategy that
+   is aimed at their model (``SMEMBERS``), and one more loads the records
+   found there. ``CASCADE`` deletes them too, and walks on from them (a record
+   is visited once, so cycles end); ``SET_NULL`` sets their Pointer to None;
+   ``PROTECT`` refuses the delete with ProtectedError when a record found
+   there is not deleted itself, before anything is written.
+2. **It is written in one call that checks nothing changed under it.** For
+   every index set it read, the call checks its size and members. A record
+   that started or stopped pointing at one meanwhile refuses the whole call,
+   and the graph is planned again (for :data:`repocket.plan.write.WRITE_BUDGET`
+   seconds at most). That refusal gives the delete a short lease on the
+   records whose index sets changed, and a save setting a Pointer to one of
+   them waits while it is held, so the next call meets no change.
+3. **A save that sets such a Pointer checks, in its own call, that the target
+   exists** (``target`` in the write script). A referrer saved before the
+   delete's call changes an index set the call checks; one saved after it
+   finds no target and raises BrokenReferenceError. Either way no record is
+   left pointing at nothing.
+
+On a Redis Cluster the records of a graph live in several slots, which one
+script call cannot write: such a delete raises CrossPartitionError, writing
+nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from repocket import errors, keys, registry
+from repocket.attributes import CASCADE, DO_NOTHING, PROTECT
+from repocket.plan import claims, hooks, load, write
+from repocket.plan.rounds import Pipeline, Plan, command
+
+if TYPE_CHECKING:
+    from repocket.indexes import WritePlan
+    from repocket.options import ModelOptions
+
+__all__ = ["delete", "guarded"]
+
+
+def _strategies(model: type[Any]) -> list[tuple[type[Any], str, str]]:
+    """``(referring model, Pointer, on_delete)`` of every Pointer with a strategy aimed at ``model``."""
+    return [(referrer, field, attr.on_delete) for referrer, field, attr in registry.pointers_to(model)
+            if attr.on_delete != DO_NOTHING]
+
+
+def guarded(meta: ModelOptions) -> bool:
+    """Whether deleting a record of ``meta`` does more than delete it: a Pointer with a strategy aims at it."""
+    return meta.partition_index is None and bool(_strategies(meta.model))
+
+
+class _Graph:
+    """What one delete writes: the records to delete, the Pointers to set to None, the index sets read."""
+
+    def __init__(self) -> None:
+        #: By record key: the record to delete, and the model options of its partition.
+        self.doomed: dict[str, tuple[ModelOptions, Any]] = {}
+        #: By record key: a record whose Pointers ``fields`` are set to None.
+        self.nulled: dict[str, tuple[ModelOptions, Any, set[str]]] = {}
+        #: By the key of a record deleted: the index sets of the Pointers aimed at it, with what they held.
+        self.read: dict[str, list[tuple[str, list[str]]]] = {}
+        #: Records found behind a PROTECT Pointer: (their key, the Pointer's model and field, the target's key).
+        self.protecting: list[tuple[str, type[Any], str, str]] = []
+
+    def jobs(self) -> list[tuple[str, write.WriteJob]]:
+        """Every write of the call, with the key of its record."""
+        groups: dict[int, tuple[ModelOptions, list[Any]]] = {}
+        for view, record in self.doomed.values():
+            groups.setdefault(id(view), (view, []))[1].append(record)
+        jobs: list[tuple[str, write.WriteJob]] = []
+        for view, records in groups.values():
+            jobs += zip([record._key() for record in records], write.delete_jobs(view, records, self._checks))
+        for key, (view, record, fields) in self.nulled.items():
+            if key not in self.doomed:
+                jobs.append((key, _nulling(view, record, fields)))
+        return jobs
+
+    def _checks(self, plan: WritePlan, record: Any) -> None:
+        for index_key, ids in self.read.get(record._key(), ()):
+            slot = plan.slot(index_key, "s")
+            plan.check("count", slot, len(ids))
+            for pk in ids:
+                plan.check("member", slot, pk)
+
+
+def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
+    """Delete ``instances`` and do what the strategies aimed at them say, in one write call; keys deleted each."""
+    if keys.LAYOUT.cluster:
+        names = ", ".join(f"{model.__qualname__}.{field}={how}" for model, field, how in _strategies(meta.model))
+        raise errors.CrossPartitionError(
+            f"{meta.label}: deleting it also writes the records of {names}, in other slots of the cluster, "
+            "which one atomic call cannot do; nothing was deleted")
+    deadline = time.monotonic() + write.WRITE_BUDGET
+    token = secrets.token_hex(8)  # (one for every call: a refused one leaves leases the next one uses)
+    hooked: set[str] = {instance._key() for instance in instances}
+    while True:
+        graph = yield from _plan(meta, instances)
+        cascaded = [record for key, (_, record) in graph.doomed.items() if key not in hooked]
+        before = hooks.deleting(cascaded)
+        if before is not None:
+            yield before
+        hooked.update(record._key() for record in cascaded)
+        jobs = graph.jobs()
+        try:
+            yield from write.run_writes(meta, [job for _, job in jobs], token=token)
+        except write.Referred:  # a record started or stopped pointing at one we delete: plan again
+            if time.monotonic() > deadline:
+                raise errors.ConflictError(f"{meta.label}: for {write.WRITE_BUDGET:g} s the records pointing at "
+                                           "it kept changing; nothing was deleted") from None
+            continue
+        break
+    deleted = {key: job.deleted for key, job in jobs}
+    for _, record in graph.doomed.values():  # (a spread model's unique values: their claims go too)
+        model_meta = record._meta
+        if model_meta.partitioned and model_meta.unique:
+            for name, token in write._stored_tokens(model_meta, record):
+                yield from claims.release(model_meta, name, token, str(record._data[model_meta.pk]))
+    top = {instance._key() for instance in instances}
+    cascaded = [record for key, (_, record) in graph.doomed.items() if key not in top]
+    for record in cascaded:
+        record._stored, record._stored_streams = None, {}
+    after = hooks.deleted(cascaded)
+    if after is not None:
+        yield after
+    return [deleted.get(instance._key(), 0) for instance in instances]
+
+
+def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
+    """Walk the records pointing at ``instances``, level by level, into a graph (see the module's docstring)."""
+    graph = _Graph()
+    level = []
+    for instance in instances:
+        view = meta.for_pk(instance._data[meta.pk])
+        graph.doomed[instance._key()] = (view, instance)
+        level.append((view, instance))
+    while level:
+        reads: list[tuple[str, type[Any], str, str, str]] = []  # (target key, model, field, strategy, index key)
+        for view, record in level:
+            pk = str(record._data[view.pk])
+            for model, field, how in _strategies(view.model):
+                for part in model._meta.views():
+                    reads.append((record._key(), model, field, how, keys.eq_index_key(part.prefix, field, pk)))
+        if not reads:
+            break
+        replies = yield Pipeline([command("SMEMBERS", read[-1]) for read in reads], False, meta.label)
+        wanted: dict[str, tuple[type[Any], str, str, str]] = {}  # referrer key -> (model, field, strategy, target)
+        for (target, model, field, how, index_key), members in zip(reads, replies):
+            ids = sorted(member.decode() for member in members)
+            graph.read.setdefault(target, []).append((index_key, ids))
+            for pk in ids:
+                key = model._meta.key(pk)
+                if how == PROTECT:
+                    graph.protecting.append((key, model, field, target))
+                elif key not in graph.doomed:
+                    if how == CASCADE or key not in wanted:  # (deleted wins over set to None)
+                        wanted[key] = (model, field, how, target)
+                    if how != CASCADE:
+                        graph.nulled.setdefault(key, (model._meta.for_pk(pk), None, set()))[2].add(field)
+        level = []
+        by_model: dict[type[Any], list[str]] = {}
+        for key, (model, _, _, _) in wanted.items():
+            by_model.setdefault(model, []).append(key)
+        for model, found in by_model.items():
+            for key, record in zip(found, (yield from load.load(model._meta, found))):
+                if record is None:
+                    continue  # (deleted since: the checks of the call see it)
+                how = wanted[key][2]
+                view = model._meta.for_pk(record._data[model._meta.pk])
+                if how == CASCADE:
+                    graph.doomed[key] = (view, record)
+                    level.append((view, record))
+                else:
+                    fields = graph.nulled[key][2]
+                    graph.nulled[key] = (view, record, fields)
+    for key in [key for key, (_, record, _) in graph.nulled.items() if record is None]:
+        del graph.nulled[key]
+    for key, model, field, target in graph.protecting:
+        if key not in graph.doomed:
+            refused = sorted({k for k, m, f, t in graph.protecting if k not in graph.doomed and (m, f) == (model, field)})
+            raise errors.ProtectedError(
+                f"{target} cannot be deleted: {model._meta.label}.{field} (on_delete=PROTECT) points at it from "
+                f"{', '.join(refused[:5])}{' and more' if len(refused) > 5 else ''}; nothing was deleted",
+                model=model._meta.label, field=field, record=target, referrers=refused)
+    return graph
+
+
+def _nulling(view: ModelOptions, record: Any, fields: set[str]) -> write.WriteJob:
+    """The job setting ``record``'s Pointers ``fields`` to None (with their index entries) in the delete's call."""
+    pk = str(record._data[view.pk])
+    key = view.key(pk)
+
+    def make_plan(job: write.WriteJob) -> WritePlan:
+        plan = write._new_plan(view, pk)
+        plan.check("exists")
+        if view.versioned:
+            plan.write("bump")
+        for name in sorted(fields):
+            write._plan_index_change(plan, view, job, key, pk, name, None)
+            raw = view.format.encode(view.fields[name], None)
+            if raw is None:
+                plan.write("hdel", name.encode())
+            else:
+                plan.write("hset", name.encode(), raw)
+        return plan
+
+    return write.WriteJob(make_plan, record._stored, must_exist=True, meta=view)
