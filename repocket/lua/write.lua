@@ -218,14 +218,16 @@ local function check(rec)
       if redis.call("SISMEMBER", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2]) == 1 then
         return {"revoked", ARGV[j + 2]}
       end
-    elseif op == "count" then
-      if redis.call("SCARD", KEYS[rec.base + tonumber(ARGV[j + 1])]) ~= tonumber(ARGV[j + 2]) then
-        return {"referred", ARGV[j + 1]}
+    elseif op == "count" or op == "member" then
+      -- the index set still holds the referrers the delete was planned for
+      local set = KEYS[rec.base + tonumber(ARGV[j + 1])]
+      local same
+      if op == "count" then
+        same = redis.call("SCARD", set) == tonumber(ARGV[j + 2])
+      else
+        same = redis.call("SISMEMBER", set, ARGV[j + 2]) == 1
       end
-    elseif op == "member" then
-      if redis.call("SISMEMBER", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2]) == 0 then
-        return {"referred", ARGV[j + 1]}
-      end
+      if not same then return {"referred", ARGV[j + 1]} end
     elseif op == "target" then
       if redis.call("EXISTS", KEYS[rec.base + tonumber(ARGV[j + 1])]) == 0 then
         return {"dangling", ARGV[j + 1]}
