@@ -37,7 +37,7 @@ __all__ = ["QUERYSET_METHODS", "Manager", "ManagerDescriptor"]
 #: The QuerySet methods a manager offers, each run on a new query of every record
 #: (``Model.objects.filter(...)`` is ``Model.objects.get_queryset().filter(...)``).
 QUERYSET_METHODS = (
-    "filter", "exclude", "order_by", "reverse", "none", "only", "defer", "distinct",
+    "filter", "exclude", "order_by", "reverse", "none", "only", "defer", "distinct", "prefetch_related",
     "count", "acount", "exists", "aexists", "first", "afirst", "last", "alast",
     "earliest", "aearliest", "latest", "alatest", "iterator", "aiterator",
     "values", "avalues", "values_list", "avalues_list", "in_bulk", "ain_bulk",

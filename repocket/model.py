@@ -236,6 +236,8 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     #: The phases ("save", "delete") whose lifecycle hooks are running for this instance
     #: (see :mod:`repocket.plan.hooks`): a save from inside them runs no hooks again.
     _hooks_running: frozenset[str] = frozenset()
+    #: Reverse accessors loaded by ``prefetch_related()``: name -> the referring records.
+    _prefetched: dict[str, list[Any]] = {}  # noqa: RUF012 - never changed in place: replaced per instance
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if args:
@@ -267,6 +269,8 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
                 f"{self._meta.label} has no id yet: save it before reading {name} (the records pointing at it)")
         referring = relation.model.objects.filter(**{relation.field: self})
         referring._known = {self._key(): self}  # (their Pointer to this record resolves to it, unread)
+        if name in self._prefetched:  # loaded with this record: answered from memory
+            referring._remember(self._prefetched[name])
         return referring
 
     @property

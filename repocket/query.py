@@ -89,6 +89,8 @@ class QuerySet(Generic[M]):
         #: Records already in hand, by key, that loaded Pointers resolve to without reading them
         #: (a reverse accessor's own record: ``project.builds`` point at ``project``).
         self._known: dict[str, Any] = {}
+        #: ``prefetch_related()``: the reverse accessors loaded with the records.
+        self._prefetch: tuple[str, ...] = ()
 
     @property
     def meta(self) -> ModelOptions:
@@ -105,6 +107,7 @@ class QuerySet(Generic[M]):
         clone._empty, clone._fields, clone._distinct = self._empty, self._fields, self._distinct
         clone._partition = self._partition
         clone._known = self._known
+        clone._prefetch = self._prefetch
         return clone
 
     def __repr__(self) -> str:
@@ -177,6 +180,17 @@ class QuerySet(Generic[M]):
         clone._distinct = True
         return clone
 
+    def prefetch_related(self, *names: str) -> QuerySet[M]:
+        """Load these reverse accessors (``project.builds``) of every record with the records.
+
+        Each costs two more round trips for the whole result (the Pointer's
+        index sets, then the referring records), instead of two per record;
+        the accessor then answers from memory. ``filter()`` on it queries Redis again.
+        """
+        clone = self._clone()
+        clone._prefetch = (*self._prefetch, *names)
+        return clone
+
     def only(self, *fields: str) -> QuerySet[M]:
         """Load only these attributes (and the primary key), with HMGET instead of HGETALL.
 
@@ -237,6 +251,10 @@ class QuerySet(Generic[M]):
 
     # -- evaluation --------------------------------------------------------------
 
+    def _remember(self, records: list[M]) -> None:
+        """Take ``records`` as what the query holds (its result, loaded already: ``prefetch_related()``)."""
+        self._cache = ResultSet(records)
+
     def _run(self, plan: Any) -> Any:
         return clients.run(plan, self._connection)
 
@@ -245,12 +263,12 @@ class QuerySet(Generic[M]):
 
     def _evaluate(self) -> ResultSet:
         if self._cache is None:
-            self._cache = ResultSet(self._run(select.evaluate(self)))
+            self._cache = ResultSet(self._run(select.materialize(self)))
         return self._cache
 
     async def _aevaluate(self) -> ResultSet:
         if self._cache is None:
-            self._cache = ResultSet(await self._arun(select.evaluate(self)))
+            self._cache = ResultSet(await self._arun(select.materialize(self)))
         return self._cache
 
     def __iter__(self) -> Iterator[M]:

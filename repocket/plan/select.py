@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from repocket import aggregates, attributes, errors, indexes, keys
+from repocket import aggregates, attributes, errors, indexes, keys, registry
 from repocket.plan import hooks, load, write
 from repocket.plan.lookups import (
     EXACT_OPS,
@@ -1206,6 +1206,34 @@ def evaluate(q: Query) -> Plan[list[Any]]:
         return []
     source, in_order = yield from strategy(q, chunk_size=10**9, materialize=True)
     return _arranged(q, (yield from collect(source)), in_order)
+
+
+def materialize(q: Query) -> Plan[list[Any]]:
+    """:func:`evaluate`, then the reverse accessors ``prefetch_related()`` names, for every record at once."""
+    records = yield from evaluate(q)
+    for name in q._prefetch:
+        yield from prefetch(q.model, records, name)
+    return records
+
+
+def prefetch(model: type[Any], records: list[Any], name: str) -> Plan[None]:
+    """Load the referrers behind the reverse accessor ``name`` of ``records``: one query for all of them."""
+    relation = registry.relations(model).get(name)
+    if relation is None:
+        known = ", ".join(sorted(registry.relations(model))) or "none"
+        raise errors.UnknownFieldError(f"{model._meta.label} has no reverse accessor {name!r} to prefetch; "
+                                       f"valid names: {known}", model=model._meta.label, field=name,
+                                       valid=sorted(registry.relations(model)))
+    found: dict[int, list[Any]] = {id(record): [] for record in records}
+    if records:
+        referring = relation.model.objects.filter(**{f"{relation.field}__in": records})
+        referring._known = {record._key(): record for record in records}  # (their Pointers resolve to these)
+        for referrer in (yield from evaluate(referring)):
+            target = referrer._data[relation.field]
+            if id(target) in found:
+                found[id(target)].append(referrer)
+    for record in records:
+        record._prefetched = {**record._prefetched, name: found[id(record)]}
 
 
 def _arranged(q: Query, records: list[Any], in_order: bool) -> list[Any]:
