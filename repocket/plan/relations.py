@@ -39,6 +39,7 @@ from repocket import errors, keys, registry
 from repocket.attributes import CASCADE, DO_NOTHING, PROTECT
 from repocket.plan import claims, hooks, load, write
 from repocket.plan.rounds import Pipeline, Plan, command
+from repocket.plan.scatter import gather
 
 if TYPE_CHECKING:
     from repocket.indexes import WritePlan
@@ -122,8 +123,8 @@ def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
     for _, record in graph.doomed.values():  # (a spread model's unique values: their claims go too)
         model_meta = record._meta
         if model_meta.partitioned and model_meta.unique:
-            for name, token in write._stored_tokens(model_meta, record):
-                yield from claims.release(model_meta, name, token, str(record._data[model_meta.pk]))
+            for name, value in write._stored_tokens(model_meta, record):
+                yield from claims.release(model_meta, name, value, str(record._data[model_meta.pk]))
     top = {instance._key() for instance in instances}
     cascaded = [record for key, (_, record) in graph.doomed.items() if key not in top]
     for record in cascaded:
@@ -169,8 +170,9 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
         by_model: dict[type[Any], list[str]] = {}
         for key, (model, _, _, _) in wanted.items():
             by_model.setdefault(model, []).append(key)
-        for model, found in by_model.items():
-            for key, record in zip(found, (yield from load.load(model._meta, found))):
+        loaded = yield from gather([load.load(model._meta, found) for model, found in by_model.items()])
+        for (model, found), records in zip(by_model.items(), loaded):
+            for key, record in zip(found, records):
                 if record is None:
                     continue  # (deleted since: the checks of the call see it)
                 how = wanted[key][2]
