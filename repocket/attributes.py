@@ -892,7 +892,7 @@ class Pointer(Attribute[Any]):
         on_delete: what deleting the target does to the records pointing at
             it: :data:`DO_NOTHING` (the default), :data:`PROTECT`,
             :data:`CASCADE` or :data:`SET_NULL`, written atomically with the
-            delete on one server (docs/relationships). A strategy other than
+            delete on one server (docs/relationships.rst). A strategy other than
             DO_NOTHING needs the Pointer's index.
 
     Pointers are indexed unless ``index=False``, so reverse lookups
