@@ -24,8 +24,10 @@ On one server, a delete and everything its strategies do is one call of the
    left pointing at nothing.
 
 On a Redis Cluster the records of a graph live in several slots, which one
-script call cannot write: such a delete raises CrossPartitionError, writing
-nothing.
+script call cannot write: a delete that finds records to cascade to or to
+set to None raises CrossPartitionError, writing nothing; one that finds none
+is a plain delete (a referrer saved meanwhile is not seen there: the target
+check of step 3 would name a key of another slot).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from repocket import errors, keys, registry
 from repocket.attributes import CASCADE, DO_NOTHING, PROTECT
-from repocket.plan import claims, hooks, load, write
+from repocket.plan import hooks, load, write
 from repocket.plan.rounds import Pipeline, Plan, command
 from repocket.plan.scatter import gather
 
@@ -95,14 +97,13 @@ class _Graph:
 
 def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
     """Delete ``instances`` and do what the strategies aimed at them say, in one write call; keys deleted each."""
+    top = {instance._key() for instance in instances}
     if keys.LAYOUT.cluster:
-        names = ", ".join(f"{model.__qualname__}.{field}={how}" for model, field, how in _strategies(meta.model))
-        raise errors.CrossPartitionError(
-            f"{meta.label}: deleting it also writes the records of {names}, in other slots of the cluster, "
-            "which one atomic call cannot do; nothing was deleted")
+        return (yield from _delete_on_a_cluster(meta, instances, top))
+    held = yield from write.held_claims(meta, instances)  # (read before the records go)
     deadline = time.monotonic() + write.WRITE_BUDGET
     token = secrets.token_hex(8)  # (one for every call: a refused one leaves leases the next one uses)
-    hooked: set[str] = {instance._key() for instance in instances}
+    hooked = set(top)
     while True:
         graph = yield from _plan(meta, instances)
         cascaded = [record for key, (_, record) in graph.doomed.items() if key not in hooked]
@@ -120,19 +121,36 @@ def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
             continue
         break
     deleted = {key: job.deleted for key, job in jobs}
-    for _, record in graph.doomed.values():  # (a spread model's unique values: their claims go too)
-        model_meta = record._meta
-        if model_meta.partitioned and model_meta.unique:
-            for name, value in write._stored_tokens(model_meta, record):
-                yield from claims.release(model_meta, name, value, str(record._data[model_meta.pk]))
-    top = {instance._key() for instance in instances}
     cascaded = [record for key, (_, record) in graph.doomed.items() if key not in top]
+    yield from write.release_claims(meta, held)
+    by_model: dict[type[Any], list[Any]] = {}
+    for record in cascaded:  # (loaded, so their claims are known without a read)
+        by_model.setdefault(type(record), []).append(record)
+    for model, records in by_model.items():
+        yield from write.release_claims(model._meta, (yield from write.held_claims(model._meta, records)))
     for record in cascaded:
         record._stored, record._stored_streams = None, {}
     after = hooks.deleted(cascaded)
     if after is not None:
         yield after
     return [deleted.get(instance._key(), 0) for instance in instances]
+
+
+def _delete_on_a_cluster(meta: ModelOptions, instances: Sequence[Any], top: set[str]) -> Plan[list[int]]:
+    """A delete on a Redis Cluster, where the records pointing at the instances live in other slots.
+
+    With none (and PROTECT found none), it is a plain delete; with some, one
+    call cannot write them all, so the delete is refused before anything is
+    written. A referrer saved while it runs is not seen (docs/consistency.rst).
+    """
+    graph = yield from _plan(meta, instances)  # (PROTECT raises here, as on one server)
+    others = sorted({*(key for key in graph.doomed if key not in top), *graph.nulled})
+    if others:
+        names = ", ".join(f"{model.__qualname__}.{field}={how}" for model, field, how in _strategies(meta.model))
+        raise errors.CrossPartitionError(
+            f"{meta.label}: deleting it also writes {', '.join(others[:5])}{' and more' if len(others) > 5 else ''} "
+            f"({names}), in other slots of the cluster, which one atomic call cannot do; nothing was deleted")
+    return (yield from write.delete_records(meta, instances))
 
 
 def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:

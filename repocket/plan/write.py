@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from repocket.options import ModelOptions
 
 __all__ = [
-    "LEASE_PAUSE", "WRITE_BUDGET", "WriteJob", "append", "bulk_save", "bulk_update", "by_partition", "delete", "delete_jobs", "increment", "run_writes",
-    "save",
+    "LEASE_PAUSE", "WRITE_BUDGET", "WriteJob", "append", "bulk_save", "bulk_update", "by_partition", "delete",
+    "delete_jobs", "delete_records", "held_claims", "increment", "release_claims", "run_writes", "save",
 ]
 
 #: How long (seconds) a write keeps trying while other writers hold leases on
@@ -451,23 +451,40 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
         yield from repartition.settle(meta, instances, every=True)
     if relations.guarded(meta):
         return (yield from relations.delete(meta, instances))
+    return (yield from delete_records(meta, instances))
+
+
+def delete_records(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[int]]:
+    """:func:`delete`, leaving alone the records that point at them (their Pointers' ``on_delete``)."""
     if meta.partitioned:
-        # The unique values of an instance never loaded are read first, to release their claims after.
-        unread = [instance for instance in instances if instance._stored is None] if meta.unique else []
-        found = yield from fetch([(meta, instance._key()) for instance in unread], frozenset([meta.pk, *meta.unique]))
-        stored = {id(instance): fetched[0] for instance, fetched in zip(unread, found) if fetched is not None}
-        held = [(str(instance._data[meta.pk]), name, token) for instance in instances
-                for name, token in _stored_tokens(meta, instance, stored.get(id(instance)))]
+        held = yield from held_claims(meta, instances)
         counts: dict[int, int] = {}
         for view, group in by_partition(meta, instances):
-            for instance, deleted in zip(group, (yield from delete(view, group))):
+            for instance, deleted in zip(group, (yield from delete_records(view, group))):
                 counts[id(instance)] = deleted
-        for pk, name, token in held:
-            yield from claims.release(meta, name, token, pk)
+        yield from release_claims(meta, held)
         return [counts[id(instance)] for instance in instances]
     jobs = delete_jobs(meta, instances)
     yield from run_writes(meta, jobs)
     return [job.deleted for job in jobs]
+
+
+def held_claims(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[tuple[str, str, str]]]:
+    """``(id, unique field, token)`` of the values a spread model's ``instances`` hold, whose claims their
+    delete releases; an instance never loaded has them read first (one round trip)."""
+    if not (meta.partitioned and meta.unique):
+        return []
+    unread = [instance for instance in instances if instance._stored is None]
+    found = yield from fetch([(meta, instance._key()) for instance in unread], frozenset([meta.pk, *meta.unique]))
+    stored = {id(instance): fetched[0] for instance, fetched in zip(unread, found) if fetched is not None}
+    return [(str(instance._data[meta.pk]), name, token) for instance in instances
+            for name, token in _stored_tokens(meta, instance, stored.get(id(instance)))]
+
+
+def release_claims(meta: ModelOptions, held: Sequence[tuple[str, str, str]]) -> Plan[None]:
+    """Release the claims :func:`held_claims` listed, once their records are deleted."""
+    for pk, name, token in held:
+        yield from claims.release(meta, name, token, pk)
 
 
 def delete_jobs(meta: ModelOptions, instances: Sequence[ActiveRecord],

@@ -223,3 +223,28 @@ def test_on_a_cluster_a_delete_with_a_strategy_is_refused_before_anything_is_wri
     with pytest.raises(errors.CrossPartitionError, match="Build.project=CASCADE"):
         project.delete()
     assert Project.objects.count() == 1 and Build.objects.count() == 1
+    project.builds.delete()  # the referrers first: then the target has none, and goes
+    assert project.delete() == 1 and Project.objects.count() == 0
+
+
+class Badge(ActiveRecord):
+    """Spread over partitions, with a unique value (held by a claim) and a Pointer with a strategy aimed at it."""
+
+    code = attributes.Unicode(unique=True)
+
+    class Meta:
+        partitions = 4
+
+
+class Pin(ActiveRecord):
+    badge = attributes.Pointer(Badge, on_delete=attributes.CASCADE)
+
+
+def test_a_delete_with_a_strategy_releases_the_claims_of_what_it_deletes(repocket_connection: redis_py.Redis) -> None:
+    lone, pinned = Badge.objects.create(code="lone"), Badge.objects.create(code="pinned")
+    Pin.objects.create(badge=pinned)
+    assert Badge(id=lone.pk).delete() == 1  # never loaded: its claim is read, then released
+    pinned.delete()
+    assert Badge.objects.count() == Pin.objects.count() == 0
+    _clean(Badge)
+    assert Badge.objects.create(code="lone").code == "lone"  # (free again)
