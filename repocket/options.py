@@ -108,7 +108,8 @@ class ModelOptions:
 
     def scatter_views(self) -> list[ModelOptions]:
         """The views a query runs over, in the order it reads them: the sources (:meth:`sources`), then the partitions."""
-        cached = self._views.get(("scatter", self.partitions, self.moving_from, keys.LAYOUT.cluster))
+        cache_key = ("scatter", self.partitions, self.moving_from, keys.LAYOUT.cluster)
+        cached = self._views.get(cache_key)
         if cached is not None:
             return cached
         current = self.views()
@@ -116,7 +117,7 @@ class ModelOptions:
             whole = copy.copy(self)
             whole.partition_index, whole._pinned, whole._views, whole.moving_from = 0, 1, {}, None
             current = [whole]
-        views = self._views[("scatter", self.partitions, self.moving_from, keys.LAYOUT.cluster)] = [*self.sources(), *current]
+        views = self._views[cache_key] = [*self.sources(), *current]
         return views
 
     def sources(self) -> list[ModelOptions]:
@@ -128,14 +129,15 @@ class ModelOptions:
         """
         if self.moving_from is None or self.partition_index is not None:
             return []
-        cached = self._views.get(("sources", self.partitions, self.moving_from, keys.LAYOUT.cluster))
+        cache_key = ("sources", self.partitions, self.moving_from, keys.LAYOUT.cluster)
+        cached = self._views.get(cache_key)
         if cached is not None:
             return cached
         origins = [self.with_prefix(self.standalone_prefix)] if self.moving_from == "standalone" else [
             self.with_prefix(keys.cluster_prefix(self.standalone_prefix, n)) for n in range(int(self.moving_from))]
         if [view.prefix for view in origins] == [view.prefix for view in self.views()]:
             origins = []  # the current layout itself: nothing to move
-        self._views[("sources", self.partitions, self.moving_from, keys.LAYOUT.cluster)] = origins
+        self._views[cache_key] = origins
         return origins
 
     def source_for(self, pk: uuid.UUID | str) -> ModelOptions | None:

@@ -171,7 +171,9 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
         if not reads:
             break
         replies = yield Pipeline([command("SMEMBERS", read[-1]) for read in reads], False, meta.label)
-        wanted: dict[str, tuple[type[Any], str, str, str]] = {}  # referrer key -> (model, field, strategy, target)
+        cascading: set[str] = set()  # referrer keys deleted with the targets
+        nulling: dict[str, set[str]] = {}  # referrer key -> its Pointers set to None
+        by_model: dict[type[Any], list[str]] = {}  # the referrers to load
         for (target, model, field, how, index_key), members in zip(reads, replies):
             ids = sorted(member.decode() for member in members)
             graph.read.setdefault(target, []).append((index_key, ids))
@@ -179,30 +181,27 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
                 key = model._meta.key(pk)
                 if how == PROTECT:
                     graph.protecting.append((key, model, field, target))
-                elif key not in graph.doomed:
-                    if how == CASCADE or key not in wanted:  # (deleted wins over set to None)
-                        wanted[key] = (model, field, how, target)
-                    if how != CASCADE:
-                        graph.nulled.setdefault(key, (model._meta.for_pk(pk), None, set()))[2].add(field)
+                    continue
+                if key in graph.doomed:
+                    continue
+                if key not in cascading and key not in nulling:
+                    by_model.setdefault(model, []).append(key)
+                if how == CASCADE:
+                    cascading.add(key)
+                else:
+                    nulling.setdefault(key, set()).add(field)
         level = []
-        by_model: dict[type[Any], list[str]] = {}
-        for key, (model, _, _, _) in wanted.items():
-            by_model.setdefault(model, []).append(key)
         loaded = yield from gather([load.load(model._meta, found) for model, found in by_model.items()])
         for (model, found), records in zip(by_model.items(), loaded):
             for key, record in zip(found, records):
                 if record is None:
                     continue  # (deleted since: the checks of the call see it)
-                how = wanted[key][2]
                 view = model._meta.for_pk(record._data[model._meta.pk])
-                if how == CASCADE:
+                if key in cascading:  # (deleted wins over set to None)
                     graph.doomed[key] = (view, record)
                     level.append((view, record))
                 else:
-                    fields = graph.nulled[key][2]
-                    graph.nulled[key] = (view, record, fields)
-    for key in [key for key, (_, record, _) in graph.nulled.items() if record is None]:
-        del graph.nulled[key]
+                    graph.nulled[key] = (view, record, nulling[key])
     for key, model, field, target in graph.protecting:
         if key not in graph.doomed:
             refused = sorted({k for k, m, f, t in graph.protecting if k not in graph.doomed and (m, f) == (model, field)})

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from repocket.plan.rounds import Pipeline, Plan, Round
 
-__all__ = ["gather"]
+__all__ = ["gather", "gather_in_turn"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,17 @@ def gather(plans: Sequence[Plan[T]]) -> Plan[list[T]]:
     finally:
         for plan in plans:
             plan.close()
+
+
+def gather_in_turn(plans: Sequence[Plan[T]], first: int) -> Plan[list[T]]:
+    """:func:`gather` of the first ``first`` plans, then of the rest: their results, in order.
+
+    During a move the source layout is read before the current one, so that a
+    record moved meanwhile is found by one read or the other (see
+    :meth:`repocket.options.ModelOptions.sources`).
+    """
+    early = (yield from gather(plans[:first])) if first else []
+    return [*early, *(yield from gather(plans[first:]))]
 
 
 def _alone(step: Round) -> Plan[tuple[Any, BaseException | None]]:

@@ -39,7 +39,7 @@ from repocket.plan.lookups import (
     token,
 )
 from repocket.plan.rounds import Command, Emit, Pipeline, Plan, command, one
-from repocket.plan.scatter import gather
+from repocket.plan.scatter import gather, gather_in_turn
 
 if TYPE_CHECKING:
     from repocket.options import ModelOptions
@@ -169,10 +169,8 @@ def target_candidates(meta: ModelOptions, lookup: Lookup) -> Plan[set[str] | Non
     """
     if not meta.scatters:
         return (yield from candidate_ids(meta, [lookup]))
-    sources = len(meta.sources())
-    views = meta.scatter_views()
-    found = (yield from gather([candidate_ids(view, [lookup]) for view in views[:sources]])) if sources else []
-    found += yield from gather([candidate_ids(view, [lookup]) for view in views[sources:]])
+    found = yield from gather_in_turn([candidate_ids(view, [lookup]) for view in meta.scatter_views()],
+                                      len(meta.sources()))
     union: set[str] = set()
     for ids in found:
         if ids is None:
@@ -1080,17 +1078,18 @@ def _part_records(part: Query, moving: ModelOptions | None = None) -> Plan[list[
     that this partition holds for the model are kept (see :func:`_held`); a
     sliced read that kept too few is read again, further.
     """
-    want = part._high
+    want = reach = part._high
     while True:
         source, in_order = yield from strategy(part, chunk_size=10**9, materialize=True)
         read = _arranged(part, (yield from collect(source)), in_order)
         if moving is None:
             return read
         kept = yield from _held(moving, part.meta, read)
-        if want is None or part._high is None or len(read) < part._high or len(kept) >= want:
+        if want is None or reach is None or len(read) < reach or len(kept) >= want:
             return kept[:want]
+        reach += 2 * (want - len(kept))  # (read further: as many more as were dropped, twice)
         part = part._clone()
-        part._high += 2 * (want - len(kept))
+        part._high = reach
 
 
 def _held(meta: ModelOptions, view: ModelOptions, records: list[Any]) -> Plan[list[Any]]:
@@ -1129,10 +1128,9 @@ def scattered(q: Query, chunk_size: int) -> Plan[Plan[None]]:
     """
     meta = q.meta
     sources = len(meta.sources())
-    split = parts(q)
     moving = meta if sources else None
-    runs = (yield from gather([_part_records(part, moving) for part in split[:sources]])) if sources else []
-    current = yield from gather([_part_records(part, moving) for part in split[sources:]])
+    found = yield from gather_in_turn([_part_records(part, moving) for part in parts(q)], sources)
+    runs, current = found[:sources], found[sources:]
     if sources:
         here = {record._data[meta.pk] for run in current for record in run}
         runs = [[record for record in run if record._data[meta.pk] not in here] for run in runs]
@@ -1218,12 +1216,13 @@ def materialize(q: Query) -> Plan[list[Any]]:
 
 def prefetch(model: type[Any], records: list[Any], name: str) -> Plan[None]:
     """Load the referrers behind the reverse accessor ``name`` of ``records``: one query for all of them."""
-    relation = registry.relations(model).get(name)
+    accessors = registry.relations(model)
+    relation = accessors.get(name)
     if relation is None:
-        known = ", ".join(sorted(registry.relations(model))) or "none"
+        valid = sorted(accessors)
         raise errors.UnknownFieldError(f"{model._meta.label} has no reverse accessor {name!r} to prefetch; "
-                                       f"valid names: {known}", model=model._meta.label, field=name,
-                                       valid=sorted(registry.relations(model)))
+                                       f"valid names: {', '.join(valid) or 'none'}", model=model._meta.label,
+                                       field=name, valid=valid)
     found: dict[int, list[Any]] = {id(record): [] for record in records}
     if records:
         referring = relation.model.objects.filter(**{f"{relation.field}__in": records})

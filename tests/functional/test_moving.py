@@ -114,6 +114,19 @@ def test_queries_are_exact_halfway_through_a_move(repocket_connection: redis_py.
     assert set(objects.in_bulk(list(truth))) == set(truth)
 
 
+def test_a_page_reads_further_where_the_old_layout_holds_copies_already_moved(
+        repocket_connection: redis_py.Redis) -> None:
+    old = _model(1, name="Crate")
+    made = old.objects.bulk_create([old(label="x", weight=n) for n in range(10)])
+    plain = _model(4, name="Crate")
+    for record in made[:5]:  # the lightest five also written, heavier, at their current keys
+        plain(id=record.pk, label="x", weight=record.weight + 100).save()
+    new = _model(4, "standalone", name="Crate")
+    # (the old layout's first five by weight are all shadowed: its page must read past them)
+    assert [r.weight for r in new.objects.order_by("weight")[:5]] == [5, 6, 7, 8, 9]
+    assert [r.weight for r in new.objects.order_by("weight")[3:7]] == [8, 9, 100, 101]
+
+
 @pytest.mark.parametrize(("old_partitions", "new_partitions", "moving_from"), MOVES[:2])
 def test_a_write_during_a_move_moves_its_record_first(repocket_connection: redis_py.Redis, old_partitions: int,
                                                       new_partitions: int, moving_from: str | int) -> None:
