@@ -445,9 +445,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
 
     def _save_plan(self, force: bool) -> Plan[dict[str, Any]]:
         meta = self._meta
-        before = hooks.saving([self])
-        if before is not None:
-            yield before  # (what it raises ends the save here: nothing is written)
+        yield from hooks.saving([self])  # (what it raises ends the save here: nothing is written)
         for name in meta.auto_now:
             setattr(self, name, meta.fields[name].now())  # type: ignore[attr-defined]
         self._validate_for_save()
@@ -457,9 +455,7 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             fresh = (str(self._data[meta.pk]),)
         created = self._stored is None
         yield from write.save(meta, [self], force=force, fresh=fresh)
-        after = hooks.saved([self], [created])
-        if after is not None:
-            yield after
+        yield from hooks.saved([self], [created])
         record = self._key()
         return {
             "hash": record,
@@ -506,16 +502,12 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     def _delete_plan(self) -> Plan[int]:
         if self._data[self._meta.pk] is None:
             return 0
-        before = hooks.deleting([self])
-        if before is not None:
-            yield before
+        yield from hooks.deleting([self])
         deleted = (yield from write.delete(self._meta, [self]))[0]
         self._stored = None
         self._stored_streams = {}
         self._version = None
-        after = hooks.deleted([self])
-        if after is not None:
-            yield after
+        yield from hooks.deleted([self])
         return deleted
 
     def refresh(self, *, connection: redis.Redis | None = None) -> None:

@@ -6,7 +6,9 @@ defines it, then the receivers of the matching signal (:mod:`repocket.signals`).
 While they run for an instance, a save (or delete) of that same instance from
 inside one of them runs no hooks of its own: a hook that saves its record
 again does not recurse forever; one that saves another record runs that
-record's hooks as usual. Planning only: the executors make the calls.
+record's hooks as usual. Planning only: each function is a plan that yields
+one :class:`~repocket.plan.rounds.Hooks` round when there is anything to
+run (none otherwise), and the executors make the calls.
 """
 
 from __future__ import annotations
@@ -17,34 +19,34 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from repocket import signals
-from repocket.plan.rounds import Hooks
+from repocket.plan.rounds import Hooks, Plan
 
 __all__ = ["deleted", "deleting", "saved", "saving"]
 
 
-def saving(instances: Sequence[Any]) -> Hooks | None:
+def saving(instances: Sequence[Any]) -> Plan[None]:
     """``before_save()`` and the ``pre_save`` receivers of each instance."""
-    return _round(instances, "save", "before_save", signals.pre_save, lambda _: {})
+    yield from _round(instances, "save", "before_save", signals.pre_save, lambda _: {})
 
 
-def saved(instances: Sequence[Any], created: Sequence[bool]) -> Hooks | None:
+def saved(instances: Sequence[Any], created: Sequence[bool]) -> Plan[None]:
     """``after_save(created)`` and the ``post_save`` receivers of each instance."""
     flags = {id(instance): new for instance, new in zip(instances, created)}
-    return _round(instances, "save", "after_save", signals.post_save, lambda i: {"created": flags[id(i)]})
+    yield from _round(instances, "save", "after_save", signals.post_save, lambda i: {"created": flags[id(i)]})
 
 
-def deleting(instances: Sequence[Any]) -> Hooks | None:
+def deleting(instances: Sequence[Any]) -> Plan[None]:
     """``before_delete()`` and the ``pre_delete`` receivers of each instance."""
-    return _round(instances, "delete", "before_delete", signals.pre_delete, lambda _: {})
+    yield from _round(instances, "delete", "before_delete", signals.pre_delete, lambda _: {})
 
 
-def deleted(instances: Sequence[Any]) -> Hooks | None:
+def deleted(instances: Sequence[Any]) -> Plan[None]:
     """``after_delete()`` and the ``post_delete`` receivers of each instance."""
-    return _round(instances, "delete", "after_delete", signals.post_delete, lambda _: {})
+    yield from _round(instances, "delete", "after_delete", signals.post_delete, lambda _: {})
 
 
 def _round(instances: Sequence[Any], phase: str, method: str, signal: signals.Signal,
-           extra: Callable[[Any], dict[str, Any]]) -> Hooks | None:
+           extra: Callable[[Any], dict[str, Any]]) -> Plan[None]:
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
     for instance in instances:
         if phase in instance._hooks_running:
@@ -59,7 +61,8 @@ def _round(instances: Sequence[Any], phase: str, method: str, signal: signals.Si
             call = functools.partial(receiver, sender=model, instance=instance, **named)
             name = f"{signal.name} receiver {getattr(receiver, '__qualname__', repr(receiver))}"
             calls.append((_guarded(instance, phase, call, name), ()))
-    return Hooks(calls) if calls else None
+    if calls:
+        yield Hooks(calls)
 
 
 def _guarded(instance: Any, phase: str, call: Callable[[], Any], name: str) -> Callable[[], Any]:

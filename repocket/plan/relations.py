@@ -107,9 +107,7 @@ def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
     while True:
         graph = yield from _plan(meta, instances)
         cascaded = [record for key, (_, record) in graph.doomed.items() if key not in hooked]
-        before = hooks.deleting(cascaded)
-        if before is not None:
-            yield before
+        yield from hooks.deleting(cascaded)
         hooked.update(record._key() for record in cascaded)
         jobs = graph.jobs()
         try:
@@ -130,9 +128,7 @@ def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
         yield from write.release_claims(model._meta, (yield from write.held_claims(model._meta, records)))
     for record in cascaded:
         record._stored, record._stored_streams = None, {}
-    after = hooks.deleted(cascaded)
-    if after is not None:
-        yield after
+    yield from hooks.deleted(cascaded)
     return [deleted.get(instance._key(), 0) for instance in instances]
 
 

@@ -1612,9 +1612,7 @@ def delete(q: Query) -> Plan[int]:
         return 0
     records = yield from evaluate(q)
     meta = q.meta
-    before = hooks.deleting(records)
-    if before is not None:
-        yield before  # (every record's, before the first batch: one that raises deletes nothing)
+    yield from hooks.deleting(records)  # (every record's, before the first batch: one that raises deletes nothing)
     deleted = 0
     for start in range(0, len(records), 500):
         batch = records[start:start + 500]
@@ -1623,9 +1621,7 @@ def delete(q: Query) -> Plan[int]:
         for record in batch:
             record._stored = None
             record._stored_streams = {}
-    after = hooks.deleted(records)
-    if after is not None:
-        yield after
+    yield from hooks.deleted(records)
     return deleted
 
 
