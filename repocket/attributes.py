@@ -48,6 +48,9 @@ __all__ = [
     "Float",
     "Integer",
     "Pointer",
+    "PointerList",
+    "Reference",
+    "UNLINK",
     "UUID",
     "Unicode",
 ]
@@ -132,9 +135,10 @@ class Attribute(Generic[T]):
         self._prefix = serialization.envelope_prefix(cls.__name__)
         self._suffix = serialization.envelope_suffix(cls.__module__)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        ATTRIBUTE_TYPES[cls.__name__] = cls
+        if not abstract:  # (a shared base is no type a record can store)
+            ATTRIBUTE_TYPES[cls.__name__] = cls
 
     @property
     def can_be_null(self) -> bool:
@@ -864,20 +868,76 @@ class Float(Attribute[float]):
         return repr(value)
 
 
-#: ``on_delete`` strategies of a Pointer (SPEC §7): what deleting the target does to the records pointing at it.
+#: ``on_delete`` strategies of a Pointer or PointerList (SPEC §7): what deleting the target does to the
+#: records pointing at it.
 #: Nothing: they keep the pointer, which then loads as broken (the original repocket's behaviour).
 DO_NOTHING = "DO_NOTHING"
 #: The delete raises :exc:`~repocket.errors.ProtectedError` naming them, and writes nothing.
 PROTECT = "PROTECT"
 #: They are deleted too, in the same atomic write, and so are the records pointing at them (recursively).
 CASCADE = "CASCADE"
-#: Their pointer is set to None in the same atomic write (the Pointer must be ``null=True``).
+#: Their pointer is set to None in the same atomic write (a Pointer with ``null=True``).
 SET_NULL = "SET_NULL"
+#: The deleted record is removed from their list in the same atomic write (a PointerList).
+UNLINK = "UNLINK"
 #: Every strategy ``on_delete`` accepts.
-ON_DELETE = (DO_NOTHING, PROTECT, CASCADE, SET_NULL)
+ON_DELETE = (DO_NOTHING, PROTECT, CASCADE, SET_NULL, UNLINK)
 
 
-class Pointer(Attribute[Any]):
+class Reference(Attribute[T], abstract=True):
+    """What Pointer and PointerList share: a target model, a reverse accessor and an ``on_delete`` strategy."""
+
+    #: The strategies this kind of reference accepts.
+    strategies: ClassVar[tuple[str, ...]] = ON_DELETE
+
+    def __init__(self, to_model: type[ActiveRecord] | str | None, null: bool, default: Any, index: bool,
+                 unique: bool, secret: bool, related_name: str | None, on_delete: str) -> None:
+        super().__init__(null=null, default=default, index=index, unique=unique, secret=secret)
+        kind = type(self).__name__
+        if on_delete not in self.strategies:
+            raise RepocketActiveRecordDefinitionError(
+                f"{kind}(on_delete={on_delete!r}): expected one of {', '.join(self.strategies)}")
+        if on_delete != DO_NOTHING and not index:
+            raise RepocketActiveRecordDefinitionError(
+                f"{kind}(on_delete={on_delete}) needs its index (index=True): a delete finds the records "
+                "pointing at its target there")
+        self.on_delete = on_delete
+        if related_name is not None and related_name != "+" and (
+                not isinstance(related_name, str) or not related_name.isidentifier() or related_name.startswith("_")):
+            raise RepocketActiveRecordDefinitionError(
+                f"{kind}(related_name={related_name!r}): a related name is an identifier not starting with '_', "
+                "or '+' for no reverse accessor")
+        self._to_model = to_model
+        self.related_name = related_name
+
+    @property
+    def to_model(self) -> type[ActiveRecord]:
+        """The target model class (resolved through the model registry on first use)."""
+        target = self._to_model
+        if isinstance(target, str):
+            from repocket.registry import resolve_model
+
+            target = self._to_model = resolve_model(target, near=getattr(self, "model", None))
+        if target is None:
+            from repocket.model import ActiveRecord
+
+            return ActiveRecord
+        return target
+
+    def _target_key(self, stored: Any) -> str:
+        """A stored target key, checked for shape, as where the target is now (a key of another layout moves)."""
+        if not isinstance(stored, str):
+            raise TypeError(f"expected a record key string, got {type(stored).__name__}")
+        return self.to_model._meta.current_key(stored)
+
+    def target_token(self, value: Any) -> str:
+        """The equality-index token of one target: its id (``value`` a record, a broken one, or a stored key)."""
+        if isinstance(value, str):  # a stored key, read back from Redis
+            return str(self.to_model._meta.parse_key(self.to_model._meta.current_key(value)))
+        return str(value._pk())
+
+
+class Pointer(Reference[Any]):
     """Think of it as a soft foreign key: stores the target's hash key, loads the target.
 
     Args:
@@ -902,6 +962,7 @@ class Pointer(Attribute[Any]):
     __base_type__ = None
     __empty_value__ = None
     indexable = True
+    strategies = (DO_NOTHING, PROTECT, CASCADE, SET_NULL)
 
     def __init__(
         self,
@@ -915,38 +976,13 @@ class Pointer(Attribute[Any]):
         related_name: str | None = None,
         on_delete: str = DO_NOTHING,
     ) -> None:
-        super().__init__(null=null, default=default, index=index, unique=unique, secret=secret)
-        if on_delete not in ON_DELETE:
+        if on_delete == UNLINK:
             raise RepocketActiveRecordDefinitionError(
-                f"Pointer(on_delete={on_delete!r}): expected one of {', '.join(ON_DELETE)}")
+                "Pointer(on_delete=UNLINK): UNLINK removes the target from a PointerList; "
+                "a Pointer takes SET_NULL (with null=True) instead")
         if on_delete == SET_NULL and not null:
             raise RepocketActiveRecordDefinitionError("Pointer(on_delete=SET_NULL) needs null=True")
-        if on_delete != DO_NOTHING and not index:
-            raise RepocketActiveRecordDefinitionError(
-                f"Pointer(on_delete={on_delete}) needs its index (index=True): a delete finds the records "
-                "pointing at its target there")
-        self.on_delete = on_delete
-        if related_name is not None and related_name != "+" and (
-                not isinstance(related_name, str) or not related_name.isidentifier() or related_name.startswith("_")):
-            raise RepocketActiveRecordDefinitionError(
-                f"Pointer(related_name={related_name!r}): a related name is an identifier not starting with '_', "
-                "or '+' for no reverse accessor")
-        self._to_model = to_model
-        self.related_name = related_name
-
-    @property
-    def to_model(self) -> type[ActiveRecord]:
-        """The target model class (resolved through the model registry on first use)."""
-        target = self._to_model
-        if isinstance(target, str):
-            from repocket.registry import resolve_model
-
-            target = self._to_model = resolve_model(target, near=getattr(self, "model", None))
-        if target is None:
-            from repocket.model import ActiveRecord
-
-            return ActiveRecord
-        return target
+        super().__init__(to_model, null, default, index, unique, secret, related_name, on_delete)
 
     def _expected(self) -> str:
         target = self.to_model
@@ -965,9 +1001,7 @@ class Pointer(Attribute[Any]):
 
     def _decode(self, stored: Any, envelope: dict[str, Any]) -> str:
         # The loader resolves the key into an instance; here only its shape is checked.
-        if not isinstance(stored, str):
-            raise TypeError(f"expected a record key string, got {type(stored).__name__}")
-        return self.to_model._meta.current_key(stored)  # (a key of another layout: where it is now)
+        return self._target_key(stored)
 
     def to_string(self, value: Any) -> str:
         value = self.cast(value)
@@ -985,9 +1019,106 @@ class Pointer(Attribute[Any]):
         return value
 
     def index_token(self, value: Any) -> str:
-        if isinstance(value, str):  # a stored key, read back from Redis
-            return str(self.to_model._meta.parse_key(self.to_model._meta.current_key(value)))
-        return str(value._pk())
+        return self.target_token(value)
+
+
+class PointerList(Reference[list[Any]]):
+    """An ordered list of distinct target records, stored as a JSON list of their hash keys.
+
+    ``build.reviewers = [alice, bob]``; ``Build.objects.filter(reviewers=alice)``
+    finds the builds whose list holds alice, and ``filter(reviewers__in=[...])``
+    those holding any of them, both from the index. ``build.append_reviewers(carol)``
+    and ``build.remove_reviewers(bob)`` change the stored list inside Redis,
+    atomically, without losing a concurrent change of it.
+
+    Args:
+        to_model: the target model class, or its name (as for :class:`Pointer`).
+        related_name: the reverse accessor on the targets (``user.reviewed``);
+            ``<model name lowercased>_set`` by default, ``"+"`` for none.
+        on_delete: :data:`DO_NOTHING` (the default: the list keeps the key,
+            and reading it raises BrokenReferenceError), :data:`PROTECT`,
+            :data:`CASCADE` or :data:`UNLINK` (the deleted target is removed
+            from the list, in the same atomic write as the delete).
+
+    The list is never None (empty: ``[]``) and is always indexed: one set
+    member per target, in the target's equality set.
+    """
+
+    __base_type__ = list
+    indexable = True
+    strategies = (DO_NOTHING, PROTECT, CASCADE, UNLINK)
+
+    def __init__(
+        self,
+        to_model: type[ActiveRecord] | str | None = None,
+        *,
+        secret: bool = False,
+        related_name: str | None = None,
+        on_delete: str = DO_NOTHING,
+    ) -> None:
+        if on_delete == SET_NULL:
+            raise RepocketActiveRecordDefinitionError(
+                "PointerList(on_delete=SET_NULL): a list drops its deleted targets with UNLINK instead")
+        super().__init__(to_model, False, None, True, False, secret, related_name, on_delete)
+
+    def get_empty_value(self) -> list[Any]:
+        return []  # (a new list for each instance)
+
+    def _none(self) -> list[Any]:
+        return []  # an empty list, the only "nothing" a list holds
+
+    def _expected(self) -> str:
+        target = self.to_model
+        return f"a list of distinct saved {target.__module__}.{target.__name__} instances"
+
+    def _cast(self, value: Any) -> list[Any]:
+        if not isinstance(value, (list, tuple)):
+            raise _CastError()
+        seen: set[str] = set()
+        for position, target in enumerate(value):
+            if not isinstance(target, self.to_model) and type(target) is not BrokenReference:
+                raise TypeError(f"item {position} is a {type(target).__name__}")
+            pk = target.pk if type(target) is BrokenReference else target._data.get(target._meta.pk)  # type: ignore[union-attr]
+            if pk is not None:
+                token = str(pk)
+                if token in seen:
+                    raise ValueError(f"item {position} is in the list already: a PointerList holds distinct records")
+                seen.add(token)
+        return list(value)
+
+    def _encode_value(self, value: Any) -> bytes:
+        return orjson.dumps([target._key() for target in value])
+
+    def _plain(self, value: Any) -> bytes:
+        return self._encode_value(value)
+
+    def from_plain(self, raw: bytes) -> list[str]:
+        return self._decode(orjson.loads(raw), {})
+
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> list[str]:
+        # The loader resolves the keys into instances; here only their shape is checked.
+        if not isinstance(stored, list):
+            raise TypeError(f"expected a list of record keys, got {type(stored).__name__}")
+        return [self._target_key(key) for key in stored]
+
+    def to_string(self, value: Any) -> str:
+        return orjson.dumps([target._key() for target in self.cast(value)]).decode()
+
+    def to_python(self, value: Any, simple: bool = False) -> Any:
+        if simple:
+            return [target.to_dict(simple=True) for target in value]
+        return super().to_python(value, simple=False)
+
+    def __get__(self, instance: Any, owner: type[Any]) -> Any:
+        value = super().__get__(instance, owner)
+        if instance is not None:
+            for target in value:
+                if type(target) is BrokenReference:
+                    raise target.error()
+        return value
+
+    def index_token(self, value: Any) -> str:
+        return self.target_token(value)  # (of one item: see repocket.indexes.entries)
 
 
 class BrokenReference:

@@ -9,6 +9,7 @@ For an indexed attribute ``field`` of a record ``pk``:
   value in the sorted set ``<prefix>:_sort:<field>``;
 * Unicode also gets the member ``value + "\\x00" + pk`` in ``<prefix>:_lex:<field>``,
   a sorted set whose members sort by code point, for ``startswith`` and ordering;
+* a PointerList puts ``pk`` in the equality set of each of its targets (none when empty);
 * ``unique=True`` fields map token to pk in the hash ``<prefix>:_unique:<field>``.
 
 Scores are doubles: integers past 2**53 and long Decimals share scores with
@@ -71,6 +72,10 @@ def entries(meta: ModelOptions, field: str, value: Any, pk: str) -> Iterator[tup
     ``l`` a lexicographic member ``args[0]`` (score 0).
     """
     attr = meta.fields[field]
+    if isinstance(attr, attributes.PointerList):  # one equality entry per target, none for an empty list
+        for target in value:
+            yield keys.eq_index_key(meta.prefix, field, attr.target_token(target)), "s", (pk,)
+        return
     if value is None:
         yield keys.null_index_key(meta.prefix, field), "s", (pk,)
         return

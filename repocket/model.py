@@ -29,12 +29,13 @@ from repocket.attributes import (
     BrokenReference,
     ByteStream,
     Pointer,
+    PointerList,
     _short_repr,
 )
 from repocket.io import clients
 from repocket.manager import ManagerDescriptor
 from repocket.options import ModelOptions  # where it lived before; plan/ imports it from options
-from repocket.plan import hooks, load, select, write
+from repocket.plan import hooks, lists, load, select, write
 from repocket.plan.rounds import Plan
 
 if TYPE_CHECKING:
@@ -96,6 +97,10 @@ class ActiveRecordMeta(type):
         options = _read_options(label, namespace)
         for field in [f for f, a in collected.items() if isinstance(a, ByteStream)]:
             namespace[f"append_{field}"], namespace[f"aappend_{field}"] = _make_appenders(field)
+        for field in [f for f, a in collected.items() if isinstance(a, PointerList)]:
+            for add in (True, False):
+                for method in _make_list_editors(field, add):
+                    namespace[method.__name__] = method
 
         cls: Any = super().__new__(mcs, name, bases, namespace, **kwargs)
         for field, attr in collected.items():
@@ -193,6 +198,28 @@ def _make_appenders(field: str) -> tuple[Any, Any]:
     aappend.__name__ = f"aappend_{field}"
     aappend.__doc__ = f"The async twin of ``append_{field}``."
     return append, aappend
+
+
+def _make_list_editors(field: str, add: bool) -> tuple[Any, Any]:
+    """``append_<field>``/``remove_<field>`` of a PointerList (``add`` says which), and its async twin."""
+    verb = "append" if add else "remove"
+
+    def edit(self: ActiveRecord, target: Any, *, connection: redis.Redis | None = None) -> bool:
+        return clients.run(self._list_plan(field, target, add), connection)
+
+    async def aedit(self: ActiveRecord, target: Any, *, connection: aioredis.Redis | None = None) -> bool:
+        return await clients.run_async(self._list_plan(field, target, add), connection)
+
+    edit.__name__, aedit.__name__ = f"{verb}_{field}", f"a{verb}_{field}"
+    edit.__doc__ = (
+        f"{'Append' if add else 'Remove'} a record {'to' if add else 'from'} the PointerList ``{field}`` inside "
+        "Redis, in one guarded write that keeps every concurrent change of the list (and its index).\n"
+        f"Returns whether the stored list changed (False: it {'held it already' if add else 'did not hold it'}); "
+        "the list in memory becomes the stored one."
+        + ("" if add else " A broken entry is removed by its key or id.")
+    )
+    aedit.__doc__ = f"The async twin of ``{verb}_{field}``."
+    return edit, aedit
 
 
 class ActiveRecord(metaclass=ActiveRecordMeta):
@@ -485,6 +512,13 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
                     f"{meta.label}.{name} points to an unsaved {value._meta.label}; "
                     "save the target before the record that points to it"
                 )
+            elif isinstance(attr, PointerList):
+                attr.cast(value)  # (changed in place, it may hold a duplicate or a stranger now)
+                for target in value:
+                    if type(target) is not BrokenReference and target._stored is None:
+                        raise errors.UnsavedReferenceError(
+                            f"{meta.label}.{name} holds an unsaved {target._meta.label}; "
+                            "save the targets before the record that lists them")
 
     def delete(self, *, connection: redis.Redis | None = None) -> int:
         """Delete the record, its ByteStream strings and its index entries, atomically.
@@ -565,6 +599,15 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
                 raise attr._invalid(amount)
             amount = -step
         return (yield from write.increment(self, name, amount))
+
+    def _list_plan(self, field: str, target: Any, add: bool) -> Plan[bool]:
+        if self._stored is None:  # not saved yet: change the list in memory, and the next save() writes it
+            current = self._data[field]
+            if add and target in current or not add and target not in current:
+                return False
+            setattr(self, field, [*current, target] if add else [item for item in current if item != target])
+            return True
+        return (yield from lists.edit(self, field, target, add))
 
     def _append_plan(self, field: str, data: bytes | str) -> Plan[str]:
         attr = self._meta.fields[field]

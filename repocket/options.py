@@ -13,7 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from repocket import errors, formats, keys
-from repocket.attributes import Attribute, AutoUUID, Pointer
+from repocket.attributes import Attribute, AutoUUID, Pointer, PointerList, Reference
 
 if TYPE_CHECKING:
     from repocket.model import ActiveRecord
@@ -62,10 +62,11 @@ class ModelOptions:
         self.hash_fields = [(name, attr) for name, attr in fields.items() if attr.stored_in_hash]
         self.streams = [name for name, attr in fields.items() if not attr.stored_in_hash]
         self.pointers = [name for name, attr in fields.items() if isinstance(attr, Pointer)]
-        #: The Pointers with an ``on_delete`` strategy: a save that sets one checks, in its
-        #: script, that the target exists (so that its delete cannot miss this record).
+        self.pointer_lists = [name for name, attr in fields.items() if isinstance(attr, PointerList)]
+        #: The Pointers and PointerLists with an ``on_delete`` strategy: a save that sets one checks,
+        #: in its script, that each target exists (so that its delete cannot miss this record).
         self.guarded_pointers = [name for name, attr in fields.items()
-                                 if isinstance(attr, Pointer) and attr.on_delete != "DO_NOTHING"]
+                                 if isinstance(attr, Reference) and attr.on_delete != "DO_NOTHING"]
         self.auto_now = [name for name, attr in fields.items() if getattr(attr, "auto_now", False)]
         self.indexed = [name for name, attr in fields.items() if attr.index]
         self.unique = [name for name, attr in fields.items() if attr.unique]

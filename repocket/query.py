@@ -60,6 +60,10 @@ def _check_order_field(meta: ModelOptions, field: str) -> None:
     attr = meta.fields.get(name)
     if attr is None:
         raise meta.unknown_field(name)
+    if isinstance(attr, attributes.PointerList):
+        raise errors.ValidationError(
+            f"{meta.label}.{name}: a PointerList has no order to sort records by", model=meta.label,
+            field=name, value=field, expected="an attribute holding one value")
     if rest:
         if not isinstance(attr, attributes.Pointer):
             raise meta.unknown_field(field.lstrip("-"))
@@ -91,6 +95,8 @@ class QuerySet(Generic[M]):
         self._known: dict[str, Any] = {}
         #: ``prefetch_related()``: the reverse accessors loaded with the records.
         self._prefetch: tuple[str, ...] = ()
+        #: Whether the records held came from ``prefetch_related()`` (``all()`` keeps them).
+        self._prefetched = False
 
     @property
     def meta(self) -> ModelOptions:
@@ -136,8 +142,12 @@ class QuerySet(Generic[M]):
         return clone
 
     def all(self) -> QuerySet[M]:
-        """A copy of this query."""
-        return self._clone()
+        """A copy of this query; of a reverse accessor loaded by ``prefetch_related()``, its records
+        (as Django's ``.all()`` on a prefetched relation: no query)."""
+        clone = self._clone()
+        if self._prefetched:
+            clone._remember(list(self._cache or ()))
+        return clone
 
     def order_by(self, *fields: str) -> QuerySet[M]:
         """A new query ordered by ``fields`` (``"-field"`` descending, ``project__name`` allowed).
@@ -254,6 +264,7 @@ class QuerySet(Generic[M]):
     def _remember(self, records: list[M]) -> None:
         """Take ``records`` as what the query holds (its result, loaded already: ``prefetch_related()``)."""
         self._cache = ResultSet(records)
+        self._prefetched = True
 
     def _run(self, plan: Any) -> Any:
         return clients.run(plan, self._connection)

@@ -97,13 +97,13 @@ _AIMED: dict[type[ActiveRecord], list[tuple[type[ActiveRecord], str, Any]]] = {}
 
 
 def pointers_to(target: type[ActiveRecord]) -> list[tuple[type[ActiveRecord], str, Any]]:
-    """Every declared Pointer aimed at ``target``: ``(model, field, attribute)`` (kept until a model is declared)."""
-    from repocket.attributes import Pointer
+    """Every declared Pointer and PointerList aimed at ``target``: ``(model, field, attribute)`` (kept until a model is declared)."""
+    from repocket.attributes import Reference
 
     found = _AIMED.get(target)
     if found is None:
         found = [(model, field, attr) for model in list(MODELS.values()) for field, attr in model._meta.fields.items()
-                 if isinstance(attr, Pointer) and _target(attr) is target]
+                 if isinstance(attr, Reference) and _target(attr) is target]
         _AIMED[target] = found  # (a Pointer naming a model declared later resolves once it is: register() clears)
     return found
 

@@ -124,8 +124,8 @@ def _load_batch(meta: ModelOptions, batch: list[str],
             if report is None:
                 raise
             report.corrupt_records.append((key, str(exc)))
-    for instance, name, target in pending:
-        instance._data[name] = target  # index entries need only the stored key
+    for instance, name, target, position in pending:
+        load.place(instance, name, position, target)  # index entries need only the stored key
     if report is not None and pending:
         yield from _check_pointers(meta, pending, report)
     return out
@@ -149,9 +149,9 @@ def _fetch_each(meta: ModelOptions, batch: list[str],
 
 
 def _check_pointers(meta: ModelOptions, pending: load.Pending, report: CheckReport) -> Plan[None]:
-    targets = sorted({target for _, _, target in pending})
+    targets = sorted({target for _, _, target, _ in pending})
     alive = dict(zip(targets, (yield Pipeline([command("EXISTS", t) for t in targets], False, meta.label))))
-    for instance, name, target in pending:
+    for instance, name, target, _ in pending:
         if not alive[target]:
             report.broken_pointers.append((instance._key(), name, target))
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from repocket.model import ActiveRecord
     from repocket.options import ModelOptions
 
-__all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "fetch_moving", "load", "resolve_pointers", "stored_value"]
+__all__ = ["Fetched", "Pending", "SECRET_MASK", "build", "decode_field", "fetch", "fetch_moving", "load", "place", "resolve_pointers",
+           "stored_value"]
 
 #: What a ``_version`` counter holds: a plain non-negative integer (checked against int64 too).
 _VERSION = re.compile(rb"(?:0|[1-9][0-9]{0,18})")
@@ -32,8 +33,17 @@ _INT64_MAX = 2**63 - 1
 
 #: A record as read, its hash (field bytes -> value bytes) and its ByteStreams.
 Fetched = tuple[dict[Any, Any], dict[str, bytes]]
-#: The Pointers still to resolve, as (instance, attribute name, target key).
-Pending = list[tuple["ActiveRecord", str, str]]
+#: The Pointers still to resolve, as (instance, attribute name, target key, position): the position in
+#: the list of a PointerList's target, None for a Pointer's.
+Pending = list[tuple["ActiveRecord", str, str, "int | None"]]
+
+
+def place(instance: ActiveRecord, name: str, position: int | None, value: Any) -> None:
+    """Put a resolved target (or what stands for it) where its Pending entry says."""
+    if position is None:
+        instance._data[name] = value
+    else:
+        instance._data[name][position] = value
 
 
 def _corrupt(key: str, field: str | None, message: str) -> errors.CorruptRecordError:
@@ -207,8 +217,13 @@ def build(meta: ModelOptions, key: str, fetched: Fetched, pending: Pending,
     for name in meta.pointers:
         target = data.get(name)
         if target is not None:
-            pending.append((instance, name, target))
+            pending.append((instance, name, target, None))
             data[name] = None
+    for name in meta.pointer_lists:
+        targets = data.get(name)
+        if targets:
+            pending.extend((instance, name, target, position) for position, target in enumerate(targets))
+            data[name] = [None] * len(targets)
     instance._data = data
     if fields is not None:
         instance._deferred = frozenset(meta.fields).difference(fields)
@@ -257,26 +272,26 @@ def load(
 
 
 def resolve_pointers(pending: Pending, identity: dict[str, ActiveRecord]) -> Plan[None]:
-    """Replace stored pointer keys with instances: one round trip per level of depth."""
+    """Replace stored pointer keys (of Pointers and PointerLists) with instances: one round trip per level of depth."""
     while pending:
         wanted: dict[str, ModelOptions] = {}
-        for instance, name, target_key in pending:
+        for instance, name, target_key, _ in pending:
             if target_key not in identity:
                 attr = instance._meta.fields[name]
                 wanted[target_key] = attr.to_model._meta  # type: ignore[attr-defined]
         items = list(wanted.items())
         next_pending: Pending = []
         fetched_all, strays = yield from fetch_moving([(m, k) for k, m in items])
-        for position, ((target_key, target_meta), fetched) in enumerate(zip(items, fetched_all)):
+        for number, ((target_key, target_meta), fetched) in enumerate(zip(items, fetched_all)):
             if fetched is not None:
                 identity[target_key] = _built(target_meta, target_key, fetched, next_pending, None,
-                                              strays.get(position))
-        for instance, name, target_key in pending:
+                                              strays.get(number))
+        for instance, name, target_key, position in pending:
             target: Any = identity.get(target_key)
             if target is None and not instance._meta.fields[name].null:
                 # Loading never fails for a missing target: the record can still be
                 # listed, updated and deleted; reading the attribute raises.
                 source = instance._meta.key(instance._data[instance._meta.pk])
                 target = BrokenReference(target_key, source, name)
-            instance._data[name] = target
+            place(instance, name, position, target)
         pending = next_pending

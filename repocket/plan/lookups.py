@@ -105,9 +105,16 @@ class Lookup:
             if path[1] in target_fields and not isinstance(target_fields[path[1]], attributes.Pointer):
                 raise _unknown_lookup(meta, expression, path[2])
             raise meta.unknown_field(expression, "lookup (a Pointer is followed one level deep)")
+        if isinstance(attr, attributes.PointerList) and op not in ("exact", "in"):
+            raise errors.ValidationError(
+                f"{meta.label}.{path[0]}: a PointerList is queried with "
+                f"{path[0]}=<record> (holds it) or {path[0]}__in=[...] (holds any of them), not __{op}",
+                model=meta.label, field=path[0], value=None, expected="the exact or in lookup")
         self.field = path[0]
         self.attr = attr
-        self._pointer = isinstance(attr, attributes.Pointer)
+        #: A PointerList: the lookup asks whether the list holds the record (``in``: any of them).
+        self._list = isinstance(attr, attributes.PointerList)
+        self._pointer = isinstance(attr, attributes.Pointer) or self._list
         #: DateTime values compare as instants (a naive value counts as UTC).
         self._instant = isinstance(attr, attributes.DateTime)
         self.sub: Lookup | None = None
@@ -156,12 +163,14 @@ class Lookup:
         return self._cast_one(value)
 
     def _cast_one(self, value: Any) -> Any:
-        if isinstance(self.attr, attributes.Pointer):
-            return _pointer_pk(self.attr, value)
+        if self._pointer:
+            return _pointer_pk(self.attr, value)  # type: ignore[arg-type]
         return self.attr.comparable(self.attr.cast(value))
 
     def value_of(self, record: Any) -> Any:
         value = record._data[self.field]
+        if self._list:
+            return {target.pk for target in value}
         if self._pointer and self.sub is None:
             return None if value is None else value.pk
         return self.attr.comparable(value) if self._instant else value
@@ -172,10 +181,13 @@ class Lookup:
             return getattr(target, "_meta", None) is not None and self.sub.matches(target)  # None, broken: no
         if self.op == "exact" and not self._pointer and not self._instant:
             return bool(record._data[self.field] == self.value)  # the common case, inlined
+        if self._list:  # holds the record; ``in``: holds any of them
+            held = self.value_of(record)
+            return self.value in held if self.op == "exact" else not held.isdisjoint(self.value)
         return LOOKUPS[self.op](self.value_of(record), self.value)
 
 
-def _pointer_pk(attr: attributes.Pointer, value: Any) -> uuid.UUID | None:
+def _pointer_pk(attr: attributes.Reference[Any], value: Any) -> uuid.UUID | None:
     if value is None:
         return None
     if getattr(value, "_meta", None) is not None:  # a record
@@ -265,7 +277,7 @@ def set_keys(meta: ModelOptions, lookup: Lookup) -> list[str] | None:
 
 def token(attr: attributes.Attribute[Any], value: Any) -> str:
     """The equality-index token of a lookup's (cast) value."""
-    return str(value) if isinstance(attr, attributes.Pointer) else attr.index_token(value)
+    return str(value) if isinstance(attr, attributes.Reference) else attr.index_token(value)
 
 
 def _score_bound(attr: attributes.Attribute[Any], value: Any) -> str | None:

@@ -8,6 +8,7 @@ On one server, a delete and everything its strategies do is one call of the
    is aimed at their model (``SMEMBERS``), and one more loads the records
    found there. ``CASCADE`` deletes them too, and walks on from them (a record
    is visited once, so cycles end); ``SET_NULL`` sets their Pointer to None;
+   ``UNLINK`` removes the deleted records from their PointerList;
    ``PROTECT`` refuses the delete with ProtectedError when a record found
    there is not deleted itself, before anything is written.
 2. **It is written in one call that checks nothing changed under it.** For
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from repocket import errors, keys, registry
 from repocket.attributes import CASCADE, DO_NOTHING, PROTECT
-from repocket.plan import hooks, load, write
+from repocket.plan import hooks, lists, load, write
 from repocket.plan.rounds import Pipeline, Plan, command
 from repocket.plan.scatter import gather
 
@@ -51,7 +52,7 @@ __all__ = ["delete", "guarded"]
 
 
 def _strategies(model: type[Any]) -> list[tuple[type[Any], str, str]]:
-    """``(referring model, Pointer, on_delete)`` of every Pointer with a strategy aimed at ``model``."""
+    """``(referring model, field, on_delete)`` of every Pointer and PointerList with a strategy aimed at ``model``."""
     return [(referrer, field, attr.on_delete) for referrer, field, attr in registry.pointers_to(model)
             if attr.on_delete != DO_NOTHING]
 
@@ -67,7 +68,8 @@ class _Graph:
     def __init__(self) -> None:
         #: By record key: the record to delete, and the model options of its partition.
         self.doomed: dict[str, tuple[ModelOptions, Any]] = {}
-        #: By record key: a record whose Pointers ``fields`` are set to None.
+        #: By record key: a record whose Pointers ``fields`` are set to None, or PointerLists ``fields``
+        #: drop the records deleted.
         self.nulled: dict[str, tuple[ModelOptions, Any, set[str]]] = {}
         #: By the key of a record deleted: the index sets of the Pointers aimed at it, with what they held.
         self.read: dict[str, list[tuple[str, list[str]]]] = {}
@@ -84,7 +86,8 @@ class _Graph:
             jobs += zip([record._key() for record in records], write.delete_jobs(view, records, self._checks))
         for key, (view, record, fields) in self.nulled.items():
             if key not in self.doomed:
-                jobs.append((key, _nulling(view, record, fields)))
+                listed = {name for name in fields if name in view.pointer_lists}
+                jobs.append((key, lists.unlinking(view, record, listed, self.doomed, fields - listed)))
         return jobs
 
     def _checks(self, plan: WritePlan, record: Any) -> None:
@@ -206,25 +209,3 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
                 f"{', '.join(refused[:5])}{' and more' if len(refused) > 5 else ''}; nothing was deleted",
                 model=model._meta.label, field=field, record=target, referrers=refused)
     return graph
-
-
-def _nulling(view: ModelOptions, record: Any, fields: set[str]) -> write.WriteJob:
-    """The job setting ``record``'s Pointers ``fields`` to None (with their index entries) in the delete's call."""
-    pk = str(record._data[view.pk])
-    key = view.key(pk)
-
-    def make_plan(job: write.WriteJob) -> WritePlan:
-        plan = write._new_plan(view, pk)
-        plan.check("exists")
-        if view.versioned:
-            plan.write("bump")
-        for name in sorted(fields):
-            write._plan_index_change(plan, view, job, key, pk, name, None)
-            raw = view.format.encode(view.fields[name], None)
-            if raw is None:
-                plan.write("hdel", name.encode())
-            else:
-                plan.write("hset", name.encode(), raw)
-        return plan
-
-    return write.WriteJob(make_plan, record._stored, must_exist=True, meta=view)

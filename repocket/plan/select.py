@@ -38,7 +38,7 @@ from repocket.plan.lookups import (
     set_keys,
     token,
 )
-from repocket.plan.rounds import Command, Emit, Pipeline, Plan, command, one
+from repocket.plan.rounds import Command, Emit, Eval, Pipeline, Plan, command, one
 from repocket.plan.scatter import gather, gather_in_turn
 
 if TYPE_CHECKING:
@@ -1215,7 +1215,13 @@ def materialize(q: Query) -> Plan[list[Any]]:
 
 
 def prefetch(model: type[Any], records: list[Any], name: str) -> Plan[None]:
-    """Load the referrers behind the reverse accessor ``name`` of ``records``: one query for all of them."""
+    """Load the referrers behind the reverse accessor ``name`` of ``records``, for all of them at once.
+
+    On one server, one call of the ``related`` script reads every index set
+    and the records in them: one round trip for the relation (their other
+    Pointers load as any load's do). On a cluster, or while the referring model
+    moves (``Meta.moving_from``), one query for all of them: two round trips.
+    """
     accessors = registry.relations(model)
     relation = accessors.get(name)
     if relation is None:
@@ -1225,14 +1231,45 @@ def prefetch(model: type[Any], records: list[Any], name: str) -> Plan[None]:
                                        field=name, valid=valid)
     found: dict[int, list[Any]] = {id(record): [] for record in records}
     if records:
-        referring = relation.model.objects.filter(**{f"{relation.field}__in": records})
-        referring._known = {record._key(): record for record in records}  # (their Pointers resolve to these)
-        for referrer in (yield from evaluate(referring)):
-            target = referrer._data[relation.field]
-            if id(target) in found:
-                found[id(target)].append(referrer)
+        known = {record._key(): record for record in records}  # (the referrers' Pointers resolve to these)
+        meta = relation.model._meta
+        if keys.LAYOUT.cluster or meta.sources():
+            referring = relation.model.objects.filter(**{f"{relation.field}__in": records})
+            referring._known = known
+            referrers = yield from evaluate(referring)
+        else:
+            referrers = yield from _related(meta, relation.field, records, known)
+        for referrer in referrers:
+            value = referrer._data[relation.field]
+            for target in value if isinstance(value, list) else [value]:
+                if id(target) in found:
+                    found[id(target)].append(referrer)
     for record in records:
         record._prefetched = {**record._prefetched, name: found[id(record)]}
+
+
+def _related(meta: ModelOptions, field: str, records: list[Any], identity: dict[str, Any]) -> Plan[list[Any]]:
+    """The records of ``meta`` whose ``field`` names one of ``records``, from one ``related`` script call."""
+    sets = [(view, keys.eq_index_key(view.prefix, field, str(record.pk))) for record in records
+            for view in meta.views()]
+    reply = yield Eval("related", [key for _, key in sets],
+                       [len(meta.streams), *meta.streams, *(view.prefix for view, _ in sets)], meta.label)
+    pending: load.Pending = []
+    out: dict[str, Any] = {}
+    width = 2 + len(meta.streams)
+    for (view, _), found in zip(sets, reply):
+        for start in range(0, len(found), width):
+            pk = found[start].decode()
+            key = view.key(pk) if keys.CANONICAL_ID.fullmatch(pk) else None
+            if key is None or key in out:
+                continue  # (not a record's id; or in two sets: a PointerList naming two of them)
+            flat = found[start + 1]
+            fetched = (dict(zip(flat[::2], flat[1::2])),
+                       {name: found[start + 2 + n] for n, name in enumerate(meta.streams)})
+            out[key] = identity.get(key) or load.build(view, key, fetched, pending)
+    if pending:
+        yield from load.resolve_pointers(pending, identity)
+    return sorted(out.values(), key=lambda record: str(record.pk))
 
 
 def _arranged(q: Query, records: list[Any], in_order: bool) -> list[Any]:
@@ -1360,7 +1397,7 @@ def get_by_pk(model: type[Any], value: Any) -> Plan[Any]:
     meta = model._meta
     pk = meta.fields[meta.pk].cast(value)
     key = meta.key(pk)
-    if meta.streams or meta.pointers or meta.sources():
+    if meta.streams or meta.pointers or meta.pointer_lists or meta.sources():
         record = (yield from load.load(meta, [key]))[0]
     else:  # the commonest read, kept short: one HGETALL, one build
         raw = (yield Pipeline([Command(("HGETALL", key), key)], False, meta.label))[0]
@@ -1639,6 +1676,8 @@ def _plain(record: Any, name: str) -> Any:
         return _plain(value, rest) if getattr(value, "_meta", None) is not None else None
     if isinstance(meta.fields[head], attributes.Pointer):
         return None if value is None else value.pk
+    if isinstance(meta.fields[head], attributes.PointerList):
+        return [target.pk for target in value]
     return value
 
 

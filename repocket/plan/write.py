@@ -374,11 +374,14 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
                 if name.encode() in changed:
                     _plan_index_change(plan, meta, job, record, pk, name, instance._data[name])
             for name in () if keys.LAYOUT.cluster else meta.guarded_pointers:  # (a cluster: another slot)
-                target = instance._data[name]
-                if name.encode() in changed and getattr(target, "_meta", None) is not None:
-                    # (its delete sees this record in the index it checks, or this write finds no target)
-                    lease = keys.lease_key(target._meta.prefix_for(target.pk), target.pk)
-                    plan.check("target", plan.slot(target._key(), "h"), plan.slot(lease, "t"))
+                if name.encode() not in changed:
+                    continue
+                value = instance._data[name]
+                for target in value if isinstance(value, list) else [value]:
+                    if getattr(target, "_meta", None) is not None:
+                        # (its delete sees this record in the index it checks, or this write finds no target)
+                        lease = keys.lease_key(target._meta.prefix_for(target.pk), target.pk)
+                        plan.check("target", plan.slot(target._key(), "h"), plan.slot(lease, "t"))
             for field, raw in changed.items():
                 if raw is not None:
                     plan.write("hset", field, raw)
