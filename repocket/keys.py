@@ -81,6 +81,11 @@ def ids_key(prefix: str) -> str:
     return f"{prefix}:_ids"
 
 
+def expiry_key(prefix: str) -> str:
+    """The sorted set of expiring record ids, each scored by its deadline (milliseconds since the epoch)."""
+    return f"{prefix}:_expiry"
+
+
 def eq_index_key(prefix: str, field: str, token: str) -> str:
     """The set of ids whose indexed ``field`` has the equality token ``token``."""
     return f"{prefix}:_eq:{field}:{token}"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from repocket import formats
 from repocket.io import clients
-from repocket.plan import audit, migrate, repartition, select, write
+from repocket.plan import audit, expiry, migrate, repartition, select, write
 
 if TYPE_CHECKING:
     import redis
@@ -221,6 +221,20 @@ class Manager(Generic[M]):
         """The async twin of :meth:`repartition`."""
         return await clients.run_async(repartition.repartition(self.model._meta, from_partitions, batch_size, progress),
                                        self._connection)
+
+    def purge_expired(self, limit: int = expiry.PURGE_BATCH) -> int:
+        """Delete up to ``limit`` records per partition that are past their deadline (``Meta.ttl``).
+
+        They are gone for every read already; this frees their memory and index
+        entries now, in one write call per partition. Writes purge the records
+        they meet, and ``check(repair=True)`` purges them all; call this from a
+        periodic job to keep memory down. Returns how many were purged.
+        """
+        return clients.run(expiry.sweep(self.model._meta, limit), self._connection)
+
+    async def apurge_expired(self, limit: int = expiry.PURGE_BATCH) -> int:
+        """The async twin of :meth:`purge_expired`."""
+        return await clients.run_async(expiry.sweep(self.model._meta, limit), self._connection)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Compare the id set and every index with the stored records.

@@ -35,7 +35,7 @@ from repocket.attributes import (
 from repocket.io import clients
 from repocket.manager import ManagerDescriptor
 from repocket.options import ModelOptions  # where it lived before; plan/ imports it from options
-from repocket.plan import hooks, lists, load, select, write
+from repocket.plan import expiry, hooks, lists, load, select, write
 from repocket.plan.rounds import Plan
 
 if TYPE_CHECKING:
@@ -148,6 +148,8 @@ def _check_attribute(label: str, field: str, attr: Attribute[Any]) -> None:
 
 #: The most partitions a model may spread over: a cluster has 16384 slots, and each partition is one.
 MAX_PARTITIONS = 16384
+#: The longest ``Meta.ttl`` or ``expire()`` (seconds): ten years.
+MAX_TTL = 10 * 365 * 24 * 3600
 
 
 def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
@@ -155,11 +157,17 @@ def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in vars(meta).items() if not k.startswith("_")} if meta else {}
     if "__namespace__" in namespace:
         options.setdefault("namespace", namespace["__namespace__"])
-    unknown = set(options) - {"namespace", "versioned", "format", "partitions", "moving_from"}
+    unknown = set(options) - {"namespace", "versioned", "format", "partitions", "moving_from", "ttl"}
     if unknown:
         raise errors.RepocketActiveRecordDefinitionError(
             f"{label}.Meta: unknown options {sorted(unknown)}; known: format, moving_from, namespace, partitions, "
-            "versioned"
+            "ttl, versioned"
+        )
+    ttl = options.get("ttl")
+    if ttl is not None and (type(ttl) not in (int, float) or not 0.001 <= ttl <= MAX_TTL):
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.Meta: ttl must be a number of seconds from 0.001 to {MAX_TTL}, or None (records expire "
+            f"only when expire() says), not {ttl!r}"
         )
     partitions = options.get("partitions")
     if partitions is not None and (type(partitions) is not int or not 1 <= partitions <= MAX_PARTITIONS):
@@ -263,6 +271,9 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     #: The phases ("save", "delete") whose lifecycle hooks are running for this instance
     #: (see :mod:`repocket.plan.hooks`): a save from inside them runs no hooks again.
     _hooks_running: frozenset[str] = frozenset()
+    #: A deadline ``expire()``/``persist()`` set before the record was saved, for its next save to write
+    #: (milliseconds from then, or None: never); False: none asked for.
+    _expire_next: int | None | bool = False
     #: Reverse accessors loaded by ``prefetch_related()``: name -> the referring records.
     _prefetched: dict[str, list[Any]] = {}  # noqa: RUF012 - never changed in place: replaced per instance
 
@@ -608,6 +619,46 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             setattr(self, field, [*current, target] if add else [item for item in current if item != target])
             return True
         return (yield from lists.edit(self, field, target, add))
+
+    # -- expiry (Meta.ttl; see repocket.plan.expiry) -------------------------------
+
+    def expire(self, seconds: float, *, connection: redis.Redis | None = None) -> None:
+        """Make the record expire ``seconds`` from now (the server's clock), in one write call.
+
+        From that instant it is gone everywhere: ``get`` raises DoesNotExist,
+        and no query, count or index returns it. On a record not saved yet,
+        its first save sets the deadline. A later save keeps it, unless the
+        model's ``Meta.ttl`` sets a new one.
+
+        Raises:
+            ValidationError: the model declares no ``Meta.ttl``, or ``seconds`` is not a number of seconds.
+            DoesNotExist: the record is not stored (or expired already).
+        """
+        clients.run(expiry.set_deadline(self, seconds), connection)
+
+    async def aexpire(self, seconds: float, *, connection: aioredis.Redis | None = None) -> None:
+        """The async twin of :meth:`expire`."""
+        await clients.run_async(expiry.set_deadline(self, seconds), connection)
+
+    def persist(self, *, connection: redis.Redis | None = None) -> None:
+        """Make the record never expire (until a save with ``Meta.ttl`` set, or :meth:`expire`)."""
+        clients.run(expiry.set_deadline(self, None), connection)
+
+    async def apersist(self, *, connection: aioredis.Redis | None = None) -> None:
+        """The async twin of :meth:`persist`."""
+        await clients.run_async(expiry.set_deadline(self, None), connection)
+
+    def ttl(self, *, connection: redis.Redis | None = None) -> float | None:
+        """Seconds left before the record expires (one PTTL), or None when it never expires.
+
+        Raises:
+            DoesNotExist: the record is not stored (or expired already).
+        """
+        return clients.run(expiry.time_left(self), connection)
+
+    async def attl(self, *, connection: aioredis.Redis | None = None) -> float | None:
+        """The async twin of :meth:`ttl`."""
+        return await clients.run_async(expiry.time_left(self), connection)
 
     def _append_plan(self, field: str, data: bytes | str) -> Plan[str]:
         attr = self._meta.fields[field]

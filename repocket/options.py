@@ -51,6 +51,11 @@ class ModelOptions:
         self.label = f"{model.__module__}.{model.__qualname__}"
         self.fields = fields
         self.versioned: bool = bool(options.get("versioned", False))
+        #: Whether records can expire (``Meta.ttl`` declared, even as None): reads then ask the server's
+        #: clock, and each partition keeps its deadlines in a sorted set (docs/expiry.rst).
+        self.expiring = "ttl" in options
+        #: ``Meta.ttl``: the seconds a record lives after each save; None: until ``expire()`` says.
+        self.ttl: float | None = options.get("ttl")
         #: How the record hash stores values (``Meta.format``: "envelope" or "plain").
         self.format = formats.format_named(options.get("format", DEFAULT_FORMAT), self.label)
         self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
@@ -190,6 +195,11 @@ class ModelOptions:
         if self.partitions > 1:
             raise RuntimeError(f"{self.label} spreads over {self.partitions} partitions: each has its own prefix")
         return self.cluster_prefix if keys.LAYOUT.cluster else self.standalone_prefix
+
+    @property
+    def expiry_key(self) -> str:
+        """The sorted set of this partition's expiring record ids, scored by deadline (ms since the epoch)."""
+        return keys.expiry_key(self.prefix)
 
     @property
     def ids_key(self) -> str:

@@ -27,8 +27,26 @@ def register(model: type[ActiveRecord]) -> None:
             f"{model.__module__}.{model.__qualname__}: its keys ({prefix}:*) would mix with "
             f"those of {existing.__module__}.{existing.__qualname__}; set Meta.namespace"
         )
+    from repocket.attributes import Reference
+
+    for field, attr in model._meta.fields.items():  # (a target named by a string is checked on first use)
+        if isinstance(attr, Reference) and not isinstance(attr._to_model, str):
+            _check_strategy(model, field, attr, attr.to_model)
     MODELS[prefix] = model  # redefining the same class (a reload, a test) replaces it
     _AIMED.clear()
+
+
+#: The strategies that need the target's delete to run, which an expiry is not (docs/expiry.rst).
+_NEED_A_DELETE = ("PROTECT", "CASCADE", "UNLINK")
+
+
+def _check_strategy(model: type[ActiveRecord], field: str, attr: Any, target: Any) -> None:
+    """Refuse an ``on_delete`` strategy aimed at a model whose records expire: nothing runs at an expiry."""
+    if getattr(target, "_meta", None) is not None and target._meta.expiring and attr.on_delete in _NEED_A_DELETE:
+        raise RepocketActiveRecordDefinitionError(
+            f"{model.__module__}.{model.__qualname__}.{field}: on_delete={attr.on_delete} cannot run when a "
+            f"{target.__qualname__} expires (Meta.ttl), which deletes nothing at that instant; use DO_NOTHING "
+            "or SET_NULL (a pointer to an expired record reads as None when null=True, as one to a deleted record)")
 
 
 def resolve_model(name: str, near: type[ActiveRecord] | None = None) -> type[ActiveRecord]:
@@ -104,6 +122,8 @@ def pointers_to(target: type[ActiveRecord]) -> list[tuple[type[ActiveRecord], st
     if found is None:
         found = [(model, field, attr) for model in list(MODELS.values()) for field, attr in model._meta.fields.items()
                  if isinstance(attr, Reference) and _target(attr) is target]
+        for model, field, attr in found:
+            _check_strategy(model, field, attr, target)
         _AIMED[target] = found  # (a Pointer naming a model declared later resolves once it is: register() clears)
     return found
 

@@ -1,8 +1,8 @@
 """The Lua scripts repocket runs: their source, read from the package once, and their SHA1.
 
-Each script lives in ``repocket/lua/<name>.lua``; the write and incr scripts
-start with the text of ``lib.lua``, the checks they share (Redis runs each
-script on its own, with no includes). Executors call a script by SHA
+Each script lives in ``repocket/lua/<name>.lua``; the write, incr and append
+scripts start with the text of ``lib.lua``, the checks they share (Redis runs
+each script on its own, with no includes). Executors call a script by SHA
 (EVALSHA); a server that does not know it yet (first use, restart, failover)
 answers NOSCRIPT, and the executor loads it and calls again once.
 
@@ -23,7 +23,7 @@ from importlib import resources
 __all__ = ["INCLUDES", "UNKNOWN_OUTCOME", "Script", "get"]
 
 #: The library files each script's source starts with.
-INCLUDES: dict[str, tuple[str, ...]] = {"write": ("lib",), "incr": ("lib",)}
+INCLUDES: dict[str, tuple[str, ...]] = {"write": ("lib",), "incr": ("lib",), "append": ("lib",)}
 
 #: The message of a script call whose reply was lost.
 UNKNOWN_OUTCOME = ("the connection to Redis failed during a write ({}); the write may or may not "

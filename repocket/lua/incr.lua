@@ -26,6 +26,8 @@ for k, want in ipairs({"hash", "string"}) do
 end
 -- Another writer holds the lease (write.lua): it is about to write this record.
 if lease_holder(KEYS[2]) then return {"leased"} end
+-- A record past its deadline (lib.lua) is gone.
+if past_deadline(KEYS[1]) then return {"missing"} end
 local raw = redis.call("HGET", KEYS[1], ARGV[1])
 if not raw then
   if redis.call("EXISTS", KEYS[1]) == 0 then return {"missing"} end

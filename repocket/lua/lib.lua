@@ -35,3 +35,14 @@ local function lease_holder(key)
   if holder and redis.call("PTTL", key) < 0 then return nil end
   return holder or nil
 end
+
+-- A record that expires (Meta.ttl) keeps its key GRACE_MS past its deadline,
+-- so that a purge can still read the values naming its index entries; from
+-- its deadline on, repocket treats it as gone. Whether ``key`` is in that
+-- grace (a TTL under GRACE_MS), i.e. past its deadline. (repocket/plan/expiry.py
+-- has the same number.)
+local GRACE_MS = 3600000
+local function past_deadline(key)
+  local left = redis.call("PTTL", key)
+  return left >= 0 and left < GRACE_MS
+end

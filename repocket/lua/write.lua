@@ -44,13 +44,30 @@
 --                                      pointing at a record being deleted are
 --                                      still those its delete was planned for
 --          target  <k> <l>             the hash k (a Pointer's target) must
---                                      exist, else {"dangling", k}, and its
+--                                      exist (and not be past its deadline),
+--                                      else {"dangling", k}, and its
 --                                      lease l must not be another writer's,
 --                                      else {"leased"} (its delete holds it)
+--          alive                       the hash must not have expired, else
+--                                      {"expired"}: its key's TTL is its
+--                                      deadline plus GRACE_MS (see expire), so
+--                                      a TTL under GRACE_MS is a record past
+--                                      its deadline, which the caller purges
+--          due                         the hash, if it exists, must be past its
+--                                      deadline, else {"notdue"} (a purge meets
+--                                      a record saved anew since it read it)
 -- writes:  hset <field> <value> | hdel <field> | set <k> <value> | del <k> | bump (_version + 1)
 --          sadd <k> <member> | srem <k> <member>
 --          zadd <k> <score> <member> | zrem <k> <member>
 --          uset <k> <token> <id> | udel <k> <token> <id> (only while held by id)
+--          expire <k> <ms> <id>        the record expires ms milliseconds from
+--                                      now (the server's clock): the sorted set
+--                                      k scores id by that deadline, and the
+--                                      hash's TTL is the deadline plus GRACE_MS
+--                                      (the values stay readable for a purge)
+--          persist <k> <id>            the record never expires: ZREM, PERSIST
+--          follow <k>                  the string k (a ByteStream) expires with
+--                                      the hash: its TTL, or none (after SET)
 --
 -- Other refusals: {"wrongtype", key, type}; {"corrupt", field, problem, value}
 -- (a stored value a write would fail on); {"leased"} (another writer holds the
@@ -80,9 +97,9 @@
 local LEASE_MS = 2000
 local letters = {h = "hash", s = "set", z = "zset", t = "string"}
 local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2, new = 1, fenced = 3,
-                     count = 3, member = 3, target = 3}
+                     count = 3, member = 3, target = 3, alive = 1, due = 1}
 local write_arity = {hset = 3, hdel = 2, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
-                     zadd = 4, zrem = 3, uset = 4, udel = 4}
+                     zadd = 4, zrem = 3, uset = 4, udel = 4, expire = 4, persist = 3, follow = 2}
 local token = ARGV[2]
 
 -- A ZADD score repocket writes: a finite decimal number, or +inf / -inf.
@@ -126,6 +143,9 @@ local function preflight(rec)
       if not k or k < 1 or k > rec.nkeys or k % 1 ~= 0 then return "bad key number in " .. op end
       -- (the score is not quoted: it may stand for a secret value)
       if op == "zadd" and not valid_score(ARGV[j + 2]) then return "a zadd score is not a number" end
+      if op == "expire" and not string.match(ARGV[j + 2], "^[1-9]%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?$") then
+        return "an expire time is not a whole number of milliseconds"
+      end
     end
     j = j + n
   end
@@ -228,8 +248,13 @@ local function check(rec)
         same = redis.call("SISMEMBER", set, ARGV[j + 2]) == 1
       end
       if not same then return {"referred", ARGV[j + 1]} end
+    elseif op == "alive" then
+      if present and past_deadline(hash) then return {"expired"} end
+    elseif op == "due" then
+      if present and not past_deadline(hash) then return {"notdue"} end
     elseif op == "target" then
-      if redis.call("EXISTS", KEYS[rec.base + tonumber(ARGV[j + 1])]) == 0 then
+      local target = KEYS[rec.base + tonumber(ARGV[j + 1])]
+      if redis.call("EXISTS", target) == 0 or past_deadline(target) then
         return {"dangling", ARGV[j + 1]}
       end
       local deleter = lease_holder(KEYS[rec.base + tonumber(ARGV[j + 2])])
@@ -300,6 +325,7 @@ if #refused > 0 then
 end
 
 local out = {"ok"}
+local deadline
 for _, rec in ipairs(records) do
   local hash = KEYS[rec.base + 1]
   local deleted = 0
@@ -326,6 +352,18 @@ for _, rec in ipairs(records) do
       redis.call("ZREM", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
     elseif op == "uset" then
       redis.call("HSET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2], ARGV[j + 3])
+    elseif op == "expire" then
+      local now = redis.call("TIME")
+      deadline = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[j + 2])
+      redis.call("ZADD", KEYS[rec.base + tonumber(ARGV[j + 1])], deadline, ARGV[j + 3])
+      redis.call("PEXPIREAT", hash, deadline + GRACE_MS)
+    elseif op == "persist" then
+      redis.call("ZREM", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
+      redis.call("PERSIST", hash)
+    elseif op == "follow" then
+      local key = KEYS[rec.base + tonumber(ARGV[j + 1])]
+      local left = redis.call("PTTL", hash)
+      if left > 0 then redis.call("PEXPIRE", key, left) else redis.call("PERSIST", key) end
     else  -- udel (preflight admitted no other op)
       local key = KEYS[rec.base + tonumber(ARGV[j + 1])]
       if redis.call("HGET", key, ARGV[j + 2]) == ARGV[j + 3] then

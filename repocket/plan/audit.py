@@ -10,11 +10,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from repocket import errors, indexes, keys
-from repocket.plan import claims, load, write
-from repocket.plan.rounds import Command, Pipeline, Plan, command, one
+from repocket.attributes import Reference
+from repocket.plan import claims, expiry, load, write
+from repocket.plan.rounds import Command, Eval, Pipeline, Plan, command, one
 
 if TYPE_CHECKING:
     from repocket.model import ActiveRecord
@@ -41,6 +42,9 @@ class CheckReport:
     corrupt_records: list[tuple[str, str]] = field(default_factory=list)
     #: ``(key, type)`` id-set or index keys holding the wrong Redis type (repair deletes and rebuilds them).
     wrong_type_keys: list[tuple[str, str]] = field(default_factory=list)
+    #: Keys of records past their deadline (``Meta.ttl``) whose entries await a purge. They are gone for
+    #: every read already, so they are no problem (not counted by ``len``); repair purges them.
+    expired: list[str] = field(default_factory=list)
     repaired: bool = False
 
     def __len__(self) -> int:
@@ -148,9 +152,18 @@ def _fetch_each(meta: ModelOptions, batch: list[str],
     return out
 
 
+def _target_model(meta: ModelOptions, name: str) -> type[ActiveRecord]:
+    """The model the Pointer or PointerList ``name`` aims at."""
+    return cast("Reference[Any]", meta.fields[name]).to_model
+
+
 def _check_pointers(meta: ModelOptions, pending: load.Pending, report: CheckReport) -> Plan[None]:
-    targets = sorted({target for _, _, target, _ in pending})
-    alive = dict(zip(targets, (yield Pipeline([command("EXISTS", t) for t in targets], False, meta.label))))
+    """Report the pointers whose target is missing, or past its deadline (which reads as missing)."""
+    targets = sorted({(target, _target_model(meta, name)._meta.expiring) for _, name, target, _ in pending})
+    reads = [expiry.ttl_command(t) if expiring else command("EXISTS", t) for t, expiring in targets]
+    replies = yield Pipeline(reads, False, meta.label)
+    alive = {target: (int(reply) != -2 and not expiry.is_past(int(reply))) if expiring else bool(reply)
+             for (target, expiring), reply in zip(targets, replies)}
     for instance, name, target, _ in pending:
         if not alive[target]:
             report.broken_pointers.append((instance._key(), name, target))
@@ -202,6 +215,8 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
             for key, kind, member, score in _expected_entries(meta, record, str(record.pk)):
                 expected[(key, member)] = (kind, score)
     actual = yield from _read_bookkeeping(meta, bookkeeping, report)
+    expired = (yield from _past_deadline(meta)) if meta.expiring else {}
+    loaded = {pk for (key, pk) in expected if key.endswith(":_ids")}
     for entry, (kind, score) in expected.items():
         if entry not in actual or (kind == "h" and actual[entry][1] != score) or (
             kind == "z" and float(actual[entry][1]) != float(score)
@@ -212,8 +227,13 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
         entry for entry, (kind, value) in actual.items()
         if (entry not in expected or (kind == "h" and expected[entry][1] != value))
         and _owner(entry[1], kind, value) not in unreadable  # a record we could not read keeps its entries
+        and _owner(entry[1], kind, value) not in expired  # nor does one past its deadline, until purged
+        and not (_tail(meta, entry[0]) == "_expiry" and entry[1] in loaded)  # (a live record's deadline)
     )
     report.missing_entries.sort()
+    report.expired = sorted(key for key in expired.values())
+    if repair and expired:
+        report.repaired = (yield from _purge_expired(meta, expired, live, actual)) or report.repaired
     if repair and (report.missing_entries or report.stale_entries or report.wrong_type_keys):
         fixes = [command("DEL", key) for key, _ in report.wrong_type_keys]
         for key, member in report.stale_entries:
@@ -230,12 +250,38 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
     if meta.partitioned and meta.unique:
         holders = {(key.rsplit(":", 1)[1], member): score for (key, member), (kind, score) in expected.items()
                    if kind == "h"}
-        report.repaired = (yield from _check_claims(meta, holders, report, repair)) or report.repaired
+        report.repaired = (yield from _check_claims(meta, holders, report, repair, expired)) or report.repaired
     return report
 
 
+def _past_deadline(meta: ModelOptions) -> Plan[dict[str, str]]:
+    """The records past their deadline, by the server's clock: ``{id: record key}``, every partition's."""
+    out = {}
+    for view in meta.views():
+        for raw in (yield Eval("due", [view.expiry_key], [-1], meta.label)):
+            pk = raw.decode("utf-8", "surrogateescape")
+            out[pk] = view.key(pk)
+    return out
+
+
+def _purge_expired(meta: ModelOptions, expired: dict[str, str], stored: set[str],
+                   actual: dict[tuple[str, str], tuple[str, str]]) -> Plan[bool]:
+    """Purge the records past their deadline; for those whose key Redis deleted already (the grace
+    over, so their values are unknown) remove the entries naming them, as stale ones are."""
+    for view in meta.views():
+        pks = [pk for pk, key in expired.items() if key in stored and meta.for_pk(pk).prefix == view.prefix]
+        for start in range(0, len(pks), expiry.PURGE_BATCH):
+            yield from expiry.purge(view, pks[start:start + expiry.PURGE_BATCH])
+    gone = {pk for pk, key in expired.items() if key not in stored}
+    fixes = [command({"s": "SREM", "z": "ZREM"}.get(kind, "HDEL"), key, member.encode("utf-8", "surrogateescape"))
+             for (key, member), (kind, value) in actual.items() if _owner(member, kind, value) in gone]
+    if fixes:
+        yield Pipeline(fixes, False, meta.label)
+    return True
+
+
 def _check_claims(meta: ModelOptions, holders: dict[tuple[str, str], str], report: CheckReport,
-                  repair: bool) -> Plan[bool]:
+                  repair: bool, expired: dict[str, str]) -> Plan[bool]:
     """Compare a spread model's unique claims with the records holding the values (repocket/plan/claims.py).
 
     A claim nobody holds is stale (a writer stopped between its steps); a value
@@ -251,7 +297,7 @@ def _check_claims(meta: ModelOptions, holders: dict[tuple[str, str], str], repor
         for raw_token, raw_claim in reply.items():
             token, owner = raw_token.decode("utf-8", "surrogateescape"), raw_claim.decode().partition(" ")[0]
             claimed[(name, token)] = owner
-            if holders.get((name, token)) != owner:
+            if holders.get((name, token)) != owner and owner not in expired:  # (its purge releases it)
                 report.stale_entries.append((key, token))
                 stale.append((name, token, owner))
     missing = [(name, token, pk) for (name, token), pk in holders.items() if claimed.get((name, token)) != pk]
@@ -282,7 +328,8 @@ def _null_broken_pointers(meta: ModelOptions, broken: list[tuple[str, str, str]]
     return bool(nullable)
 
 
-_BOOKKEEPING_TYPES = {"_ids": "set", "_eq": "set", "_null": "set", "_sort": "zset", "_lex": "zset", "_unique": "hash"}
+_BOOKKEEPING_TYPES = {"_ids": "set", "_eq": "set", "_null": "set", "_sort": "zset", "_lex": "zset", "_unique": "hash",
+                      "_expiry": "zset"}
 
 
 def _owner(member: str, kind: str, value: str) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from repocket import errors, keys
 from repocket.attributes import Attribute, BrokenReference, _short_repr
 from repocket.formats import SECRET_MASK
+from repocket.plan import expiry
 from repocket.plan.rounds import Command, Pipeline, Plan, command
 
 if TYPE_CHECKING:
@@ -33,8 +34,8 @@ _INT64_MAX = 2**63 - 1
 
 #: A record as read, its hash (field bytes -> value bytes) and its ByteStreams.
 Fetched = tuple[dict[Any, Any], dict[str, bytes]]
-#: The Pointers still to resolve, as (instance, attribute name, target key, position): the position in
-#: the list of a PointerList's target, None for a Pointer's.
+#: The Pointers still to resolve: for each, the instance, the attribute's name, the target's key and the
+#: target's position in a PointerList (None for a Pointer).
 Pending = list[tuple["ActiveRecord", str, str, "int | None"]]
 
 
@@ -94,26 +95,32 @@ def fetch(items: Sequence[tuple[ModelOptions, str]],
     """
     if not items:
         return []
-    if len(items) == 1 and fields is None and not items[0][0].streams:  # get by id: one HGETALL
-        meta, key = items[0]
+    if len(items) == 1 and fields is None and not items[0][0].streams and not items[0][0].expiring:
+        meta, key = items[0]  # get by id: one HGETALL
         raw = (yield Pipeline([Command(("HGETALL", key), key)], False, meta.label))[0]
         return [(raw, {}) if raw else None]
     wanted = [_wanted(meta, fields) for meta, _ in items]
     commands: list[Command] = []
-    for (_, key), (hash_fields, streams) in zip(items, wanted):
+    for (meta, key), (hash_fields, streams) in zip(items, wanted):
         commands.append(command("HGETALL", key) if hash_fields is None else command("HMGET", key, *hash_fields))
         commands.extend(command("GET", keys.stream_key(key, name)) for name in streams)
+        if meta.expiring:  # (its TTL says whether it is past its deadline: repocket.plan.expiry)
+            commands.append(expiry.ttl_command(key))
     transaction = any(streams for _, streams in wanted)
     replies = yield Pipeline(commands, transaction, items[0][0].label)
     out: list[Fetched | None] = []
     position = 0
-    for (_, _key), (hash_fields, streams) in zip(items, wanted):
+    for (meta, _key), (hash_fields, streams) in zip(items, wanted):
         raw = replies[position]
         if hash_fields is not None:  # HMGET: the primary key is absent only when the record is
             raw = {f: v for f, v in zip(hash_fields, raw) if v is not None} if raw[0] is not None else {}
         stream_values = {name: replies[position + offset] or b""
                          for offset, name in enumerate(streams, start=1)}
         position += 1 + len(streams)
+        if meta.expiring:
+            if expiry.is_past(int(replies[position])):
+                raw = {}  # gone at its deadline
+            position += 1
         out.append((raw, stream_values) if raw else None)
     return out
 

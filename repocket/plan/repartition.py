@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from repocket import errors, keys
 from repocket.options import partition_of
-from repocket.plan import load, write
+from repocket.plan import expiry, load, write
 from repocket.plan.rounds import Pipeline, Plan, command, one
 
 if TYPE_CHECKING:
@@ -83,7 +83,13 @@ def repartition(meta: ModelOptions, from_partitions: int | str | None = None, ba
 
 def _move(meta: ModelOptions, source: ModelOptions, ids: list[str]) -> Plan[int]:
     """Move the records ``ids`` of ``source``: write them at their current keys, then delete them there."""
-    present = yield Pipeline([command("EXISTS", meta.key(pk)) for pk in ids], False, meta.label)
+    reads = [command("EXISTS", meta.key(pk)) for pk in ids]
+    if meta.expiring:  # (a moved record keeps its deadline; one past it is purged, not moved)
+        reads += [expiry.ttl_command(source.key(pk)) for pk in ids]
+    replies = yield Pipeline(reads, False, meta.label)
+    present, left = replies[:len(ids)], dict(zip(ids, (int(pttl) for pttl in replies[len(ids):])))
+    if meta.expiring and any(expiry.is_past(pttl) for pttl in left.values()):
+        yield from expiry.purge(source, [pk for pk, pttl in left.items() if expiry.is_past(pttl)])
     records = [r for r in (yield from load.load(source, [source.key(pk) for pk in ids]))
                if r is not None]  # (None: deleted since the id set was read)
     placed = {pk for pk, there in zip(ids, present) if there}
@@ -91,6 +97,8 @@ def _move(meta: ModelOptions, source: ModelOptions, ids: list[str]) -> Plan[int]
     loaded = [(record._stored, record._stored_streams, record._version) for record in fresh]
     for record in fresh:  # a new record at its current key: written whole (a version counter starts again)
         record._stored, record._stored_streams, record._version = None, {}, None
+        if meta.expiring:
+            record._expire_next = expiry.kept(left.get(str(record.pk), -1))
     if fresh:
         yield from write.save(meta, fresh)
     for record, (hash_fields, streams, version) in zip(fresh, loaded):

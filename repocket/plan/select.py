@@ -238,7 +238,7 @@ def ordered_ids(q: Query, ids: list[str] | None,
     index_key = (keys.lex_index_key if lex else keys.sorted_index_key)(meta.prefix, attr.name)
     null_key = keys.null_index_key(meta.prefix, attr.name)
     limit = _score_limit(attr)
-    sliced = bool(q._low) or q._high is not None
+    sliced = (bool(q._low) or q._high is not None) and not meta.expiring
     if not lex and sliced and ids is not None:
         return (yield from order_candidates(meta, ids, index_key, null_key, limit, descending))
     if not lex and sliced:
@@ -432,8 +432,8 @@ def page_attr(q: Query) -> attributes.Attribute[Any] | None:
     reads are exactly their matches (``exact``, ``in``, ``isnull=True``,
     ``startswith``, and those through a Pointer), with no exclude.
     """
-    if q._high is None or not q._filters or q._excludes:
-        return None
+    if q._high is None or not q._filters or q._excludes or q.meta.expiring:
+        return None  # (an expiring model's page may hold records past their deadline: see strategy())
     attr = order_attr(q)
     meta = q.meta
     if attr is None or not all(exact_index(meta, lookup) and lookup.op in EXACT_OPS for lookup in q._filters):
@@ -1018,7 +1018,9 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
 
     With an indexed order, only the ids of the slice are fetched when every
     filter's index read is exact; otherwise records are fetched in chunks
-    from the start until the slice is full, and checked in Python. A query
+    from the start until the slice is full, and checked in Python. So are
+    those of an expiring model (``Meta.ttl``): its indexes may still name
+    records past their deadline, which loading leaves out. A query
     ``materialize``-d whole, with nothing sliced, is sorted in Python:
     cheaper than reading the index.
     """
@@ -1040,7 +1042,7 @@ def strategy(q: Query, chunk_size: int, materialize: bool = False) -> Plan[tuple
         ordered, windowed = plan
         if windowed:
             window, skip, limit = ordered, 0, None
-        elif indexed and all(lookup.op in EXACT_OPS for lookup in q._filters):
+        elif indexed and all(lookup.op in EXACT_OPS for lookup in q._filters) and not q.meta.expiring:
             window, skip, limit = ordered[q._low:q._high], 0, None
         else:
             window, skip = ordered, q._low
@@ -1310,6 +1312,8 @@ def count(q: Query) -> Plan[int]:
     if q._empty:
         return 0
     counted = _counted_by(q)
+    if counted is not None and q.meta.expiring:
+        return (yield from _live_count(q))
     if counted is not None:
         sizes = yield Pipeline([command("SCARD", key) for key in counted], False, q.meta.label)
         return sum(int(size) for size in sizes)
@@ -1317,6 +1321,23 @@ def count(q: Query) -> Plan[int]:
         q = q._clone()
         q._fields = frozenset({q.meta.pk})
     return len((yield from evaluate(q)))
+
+
+def _live_count(q: Query) -> Plan[int]:
+    """:func:`count` from the sets :func:`_counted_by` names, leaving out the records past their deadline.
+
+    One ``count`` script call on one server (every partition's sets at once);
+    on a cluster one per partition, each in its partition's slot.
+    """
+    groups = [(part.meta.expiry_key, _counted_by(part) or []) for part in parts(q)] if q.meta.partitioned else [
+        (q.meta.expiry_key, _counted_by(q) or [])]
+    calls = [groups] if not keys.LAYOUT.cluster else [[group] for group in groups]
+    total = 0
+    for call in calls:
+        script_keys = [key for expiry_key, sets in call for key in (expiry_key, *sets)]
+        total += int((yield Eval("count", script_keys, [len(call), *(len(sets) for _, sets in call)],
+                                 q.meta.label)))
+    return total
 
 
 def _counted_by(q: Query) -> list[str] | None:
@@ -1397,7 +1418,7 @@ def get_by_pk(model: type[Any], value: Any) -> Plan[Any]:
     meta = model._meta
     pk = meta.fields[meta.pk].cast(value)
     key = meta.key(pk)
-    if meta.streams or meta.pointers or meta.pointer_lists or meta.sources():
+    if meta.streams or meta.pointers or meta.pointer_lists or meta.expiring or meta.sources():
         record = (yield from load.load(meta, [key]))[0]
     else:  # the commonest read, kept short: one HGETALL, one build
         raw = (yield Pipeline([Command(("HGETALL", key), key)], False, meta.label))[0]
@@ -1512,7 +1533,8 @@ def aggregate(q: Query, named: dict[str, aggregates.Aggregate]) -> Plan[dict[str
         return {alias: agg.empty() for alias, agg in named.items()}
     unfiltered = (not q._filters and not q._excludes and q._low == 0 and q._high is None
                   and q._cache is None)
-    if unfiltered and not meta.sources() and all(agg.from_index(meta) for agg in named.values()):
+    if unfiltered and not meta.sources() and not meta.expiring and all(agg.from_index(meta)
+                                                                       for agg in named.values()):
         if meta.partitioned:
             found = yield from gather([aggregate_from_indexes(view, named) for view in meta.views()])
             return {alias: _combine(agg, [part[alias] for part in found]) for alias, agg in named.items()}

@@ -20,7 +20,7 @@ from repocket import errors, keys
 from repocket.attributes import Attribute, Decimal, Float, Integer, _short_repr
 from repocket.indexes import WritePlan
 from repocket.options import partition_of
-from repocket.plan import claims, relations, repartition
+from repocket.plan import claims, expiry, relations, repartition
 from repocket.plan.load import SECRET_MASK, _corrupt, decode_field, fetch
 from repocket.plan.rounds import Eval, Plan, Sleep
 
@@ -44,6 +44,10 @@ LEASE_PAUSE = (0.0005, 0.003)
 
 class ClaimRevoked(Exception):
     """A unique value's claim a write relied on was taken over: nothing was written; claim again."""
+
+
+class NotDue(Exception):
+    """A purge found a record saved anew since it read it past its deadline: nothing was written; read again."""
 
 
 class Referred(Exception):
@@ -81,7 +85,9 @@ class WriteJob:
         if status == b"present":  # an id someone else has written too: check it as any other
             self.fresh = False
             return
-        if status == b"missing":  # deleted under us: write it whole, as new
+        if status == b"taken":  # by a record past its deadline, purged since: the same write again
+            return
+        if status in (b"missing", b"expired"):  # deleted (or purged) under us: write it whole, as new
             self.stored = self.known_old = None
             return
         known = dict(self.known_old or {})
@@ -129,6 +135,8 @@ def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRI
             else:  # the script released ours: any other refusal is one we do not retry as is
                 holding = False
             for job, plan, refusal in refusals:  # a refusal we cannot retry wins
+                if (yield from _purged(job.meta or meta, job, plan, refusal)):
+                    continue  # (past its deadline: gone now, as it already was for reads)
                 _raise_unless_retryable(job.meta or meta, job, plan, refusal)
             if time.monotonic() > deadline:
                 raise errors.ConflictError(
@@ -148,6 +156,17 @@ def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRI
         if holding:  # we give up with leases in hand (an error while re-planning, say)
             yield from _release_leases(token, plans)
         raise
+
+
+def _purged(meta: ModelOptions, job: WriteJob, plan: WritePlan, refusal: list[Any]) -> Plan[bool]:
+    """Purge what a refusal says is past its deadline: the record itself (``expired``), or the holder of
+    the unique value it claims (``taken``); whether the write can go ahead now (as for a missing record)."""
+    if not meta.expiring or refusal[0] not in (b"expired", b"taken"):
+        return False
+    if refusal[0] == b"expired":
+        yield from expiry.purge(meta, [plan.keys[0].rpartition(":")[2]])
+        return not job.must_exist  # (an update of some fields needs its record: DoesNotExist)
+    return bool((yield from expiry.purge(meta, [_text(refusal[3])])))
 
 
 def write_call(meta: ModelOptions, token: str, plans: Sequence[WritePlan]) -> Eval:
@@ -188,6 +207,10 @@ def raise_for_reply(reply: list[Any], meta: ModelOptions, plan: WritePlan) -> No
     status = reply[0]
     if status in (b"wrongtype", b"corrupt"):
         raise _stored_data_error(plan.keys[0], reply)
+    if status == b"notdue":
+        raise NotDue()
+    if status == b"expired":
+        raise meta.model.DoesNotExist(f"{plan.keys[0]} expired; nothing was written")
     if status == b"revoked":
         raise ClaimRevoked()
     if status == b"referred":
@@ -366,6 +389,8 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
                 plan.check("exists")
             elif job.fresh:
                 plan.check("new")
+            if meta.expiring and not job.fresh:
+                plan.check("alive")  # (one past its deadline is purged, then written anew)
             if everything or stored is None:
                 changed = encoded
             else:
@@ -388,14 +413,18 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
                 else:  # a None in the plain format: no field
                     plan.write("hdel", field)
             old_streams = None if everything or stored is None else instance._stored_streams
+            written = []
             for name, value in streams.items():
                 if old_streams is None or old_streams.get(name, b"") != value:
                     slot = plan.slot(keys.stream_key(record, name), "t")
+                    written.append(name)
                     if value:
                         plan.write("set", slot, value)
                     else:
                         plan.write("del", slot)
             plan.write("sadd", plan.slot(meta.ids_key, "s"), pk)
+            if meta.expiring:
+                expiry.deadline_writes(plan, meta, pk, record, _deadline(meta, instance), written)
             return plan
 
         believed: dict[bytes, bytes] | None
@@ -421,6 +450,15 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
             instance._stored_streams = streams
         if claims_version:
             instance._version = (instance._version or 0) + 1
+        instance._expire_next = False
+
+
+def _deadline(meta: ModelOptions, instance: ActiveRecord) -> int | None | bool:
+    """What a save does to the record's deadline: the one ``expire()`` asked for before the record was
+    saved, else ``Meta.ttl`` from now, else none (False: it keeps what it has)."""
+    if instance._expire_next is not False:
+        return instance._expire_next
+    return expiry.milliseconds(meta, meta.ttl) if meta.ttl is not None else False
 
 
 def by_partition(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> list[tuple[ModelOptions, list[Any]]]:
@@ -512,6 +550,8 @@ def delete_jobs(meta: ModelOptions, instances: Sequence[ActiveRecord],
             for name in meta.streams:
                 plan.write("del", plan.slot(keys.stream_key(record, name), "t"))
             plan.write("srem", plan.slot(meta.ids_key, "s"), pk)
+            if meta.expiring:
+                plan.write("zrem", plan.slot(meta.expiry_key, "z"), pk)
             return plan
 
         jobs.append(WriteJob(make_plan, instance._stored if instance._stored is not None else {}, meta=meta))
@@ -647,6 +687,8 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     def make_plan(job: WriteJob) -> WritePlan:
         plan = _new_plan(meta, pk)
         plan.check("exists")
+        if meta.expiring:
+            plan.check("alive")
         if state["check_version"]:
             plan.check("version", str(instance._version or ""))
         # The guard checks our belief about the stored bytes; when it is wrong, the
