@@ -148,3 +148,8 @@ def escape_glob(text: str) -> str:
             out.append("\\")
         out.append(char)
     return "".join(out)
+
+
+def intents_key(prefix: str) -> str:
+    """The hash of a partition's unfinished deletes on a cluster (token -> JSON intent), see repocket/plan/intents.py."""
+    return f"{prefix}:_intents"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from repocket import errors, indexes, keys
 from repocket.attributes import Reference
-from repocket.plan import claims, expiry, load, write
+from repocket.plan import claims, expiry, intents, load, relations, write
 from repocket.plan.rounds import Command, Eval, Pipeline, Plan, command, one
 
 if TYPE_CHECKING:
@@ -45,12 +45,16 @@ class CheckReport:
     #: Keys of records past their deadline (``Meta.ttl``) whose entries await a purge. They are gone for
     #: every read already, so they are no problem (not counted by ``len``); repair purges them.
     expired: list[str] = field(default_factory=list)
+    #: ``(intents key, token)`` deletes on a cluster that stopped halfway (repocket/plan/intents.py):
+    #: repair completes them.
+    unfinished_deletes: list[tuple[str, str]] = field(default_factory=list)
     repaired: bool = False
 
     def __len__(self) -> int:
         return (
             len(self.missing_entries) + len(self.stale_entries) + len(self.orphan_streams)
             + len(self.broken_pointers) + len(self.corrupt_records) + len(self.wrong_type_keys)
+            + len(self.unfinished_deletes)
         )
 
     @property
@@ -204,6 +208,12 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
     """Compare the id set and every index with the stored records; optionally fix them."""
     meta = model._meta
     report = CheckReport(model=meta.label)
+    if keys.LAYOUT.cluster:  # (first: completing them changes what follows)
+        unfinished = yield from intents.pending(meta.views(), meta.label)
+        report.unfinished_deletes = [(keys.intents_key(view.prefix), token) for view, token, _ in unfinished]
+        if repair and unfinished:
+            yield from relations.complete(meta, unfinished)
+            report.repaired = True
     record_keys, stream_keys, bookkeeping = yield from _classify(meta)
     live = set(record_keys)
     report.orphan_streams = sorted(k for k in stream_keys if k.split(":field:")[0] not in live)

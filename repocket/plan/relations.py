@@ -25,10 +25,14 @@ On one server, a delete and everything its strategies do is one call of the
    left pointing at nothing.
 
 On a Redis Cluster the records of a graph live in several slots, which one
-script call cannot write: a delete that finds records to cascade to or to
-set to None raises CrossPartitionError, writing nothing; one that finds none
-is a plain delete (a referrer saved meanwhile is not seen there: the target
-check of step 3 would name a key of another slot).
+script call cannot write. A delete that finds records to cascade to, to set
+to None or to unlink is made durable instead (:mod:`repocket.plan.intents`):
+it writes an intent in its records' partition, then each step in one call
+per slot, the records pointing at others first, and removes the intent; a
+delete that stopped halfway is completed by the next one, or by
+``check(repair=True)``. One that finds none is a plain delete. Either way a
+referrer saved meanwhile is not seen (the target check of step 3 would name
+a key of another slot): docs/consistency.rst.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from repocket import errors, keys, registry
 from repocket.attributes import CASCADE, DO_NOTHING, PROTECT
-from repocket.plan import hooks, lists, load, write
+from repocket.plan import hooks, intents, lists, load, write
 from repocket.plan.rounds import Pipeline, Plan, command
 from repocket.plan.scatter import gather
 
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
     from repocket.indexes import WritePlan
     from repocket.options import ModelOptions
 
-__all__ = ["delete", "guarded"]
+__all__ = ["complete", "delete", "guarded"]
 
 
 def _strategies(model: type[Any]) -> list[tuple[type[Any], str, str]]:
@@ -75,20 +79,31 @@ class _Graph:
         self.read: dict[str, list[tuple[str, list[str]]]] = {}
         #: Records found behind a PROTECT Pointer: (their key, the Pointer's model and field, the target's key).
         self.protecting: list[tuple[str, type[Any], str, str]] = []
+        #: By the key of a record deleted: how many Pointers away from the records the delete was asked for.
+        self.depth: dict[str, int] = {}
 
-    def jobs(self) -> list[tuple[str, write.WriteJob]]:
-        """Every write of the call, with the key of its record."""
+    def jobs(self, checked: bool = True) -> list[tuple[str, write.WriteJob]]:
+        """Every write of the call, with the key of its record (``checked``: each delete checks the index
+        sets that were read, which a cluster's deletes in steps cannot: they are in other slots)."""
         groups: dict[int, tuple[ModelOptions, list[Any]]] = {}
         for view, record in self.doomed.values():
             groups.setdefault(id(view), (view, []))[1].append(record)
         jobs: list[tuple[str, write.WriteJob]] = []
         for view, records in groups.values():
-            jobs += zip([record._key() for record in records], write.delete_jobs(view, records, self._checks))
+            jobs += zip([record._key() for record in records],
+                        write.delete_jobs(view, records, self._checks if checked else None))
         for key, (view, record, fields) in self.nulled.items():
             if key not in self.doomed:
                 listed = {name for name in fields if name in view.pointer_lists}
                 jobs.append((key, lists.unlinking(view, record, listed, self.doomed, fields - listed)))
         return jobs
+
+    def steps(self) -> list[list[str]]:
+        """The keys of the records written, in the order a delete in steps writes them: those that only
+        change first, then those deleted, the deepest first (a record goes only after its referrers)."""
+        deepest = max(self.depth.values(), default=0)
+        return [[key for key in self.nulled if key not in self.doomed],
+                *([key for key, depth in self.depth.items() if depth == level] for level in range(deepest, -1, -1))]
 
     def _checks(self, plan: WritePlan, record: Any) -> None:
         for index_key, ids in self.read.get(record._key(), ()):
@@ -121,8 +136,14 @@ def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
                                            "it kept changing; nothing was deleted") from None
             continue
         break
-    deleted = {key: job.deleted for key, job in jobs}
     cascaded = [record for key, (_, record) in graph.doomed.items() if key not in top]
+    return (yield from _finished(meta, instances, cascaded, held, {key: job.deleted for key, job in jobs}))
+
+
+def _finished(meta: ModelOptions, instances: Sequence[Any], cascaded: Sequence[Any],
+              held: Sequence[tuple[str, str, str]], deleted: dict[str, int], run_hooks: bool = True) -> Plan[list[int]]:
+    """After the writes of a delete: release the unique claims the records deleted held, mark the cascaded
+    instances deleted and run their ``after_delete`` hooks; the keys deleted per instance."""
     yield from write.release_claims(meta, held)
     by_model: dict[type[Any], list[Any]] = {}
     for record in cascaded:  # (loaded, so their claims are known without a read)
@@ -131,25 +152,88 @@ def delete(meta: ModelOptions, instances: Sequence[Any]) -> Plan[list[int]]:
         yield from write.release_claims(model._meta, (yield from write.held_claims(model._meta, records)))
     for record in cascaded:
         record._stored, record._stored_streams = None, {}
-    yield from hooks.deleted(cascaded)
+    if run_hooks:
+        yield from hooks.deleted(cascaded)
     return [deleted.get(instance._key(), 0) for instance in instances]
 
 
 def _delete_on_a_cluster(meta: ModelOptions, instances: Sequence[Any], top: set[str]) -> Plan[list[int]]:
     """A delete on a Redis Cluster, where the records pointing at the instances live in other slots.
 
-    With none (and PROTECT found none), it is a plain delete; with some, one
-    call cannot write them all, so the delete is refused before anything is
-    written. A referrer saved while it runs is not seen (docs/consistency.rst).
+    With none (and PROTECT found none), it is a plain delete; with some, it
+    is a durable delete in steps (:mod:`repocket.plan.intents`): its intents
+    are written in the round that reads the partitions' unfinished ones, which
+    it completes first. A referrer saved while it runs is not seen
+    (docs/consistency.rst).
     """
     graph = yield from _plan(meta, instances)  # (PROTECT raises here, as on one server)
-    others = sorted({*(key for key in graph.doomed if key not in top), *graph.nulled})
-    if others:
-        names = ", ".join(f"{model.__qualname__}.{field}={how}" for model, field, how in _strategies(meta.model))
-        raise errors.CrossPartitionError(
-            f"{meta.label}: deleting it also writes {', '.join(others[:5])}{' and more' if len(others) > 5 else ''} "
-            f"({names}), in other slots of the cluster, which one atomic call cannot do; nothing was deleted")
-    return (yield from write.delete_records(meta, instances))
+    if not graph.nulled and all(key in top for key in graph.doomed):
+        return (yield from write.delete_records(meta, instances))
+    groups = write.by_partition(meta, instances) if meta.partitioned else [(meta, list(instances))]
+    tokens = [(view, secrets.token_hex(8)) for view, _ in groups]
+    views = [view for view, _ in groups]
+    replies = yield Pipeline([*(intents.note(view, token, [instance._key() for instance in group])
+                                for (view, token), (_, group) in zip(tokens, groups)),
+                              *intents.reading(views)], False, meta.label)
+    for intent in intents.stale(views, replies[len(groups):]):
+        yield from _complete_intent(meta, intent)
+    counts = yield from _in_steps(meta, instances, graph)
+    yield from intents.done(tokens, meta.label)
+    return counts
+
+
+def complete(meta: ModelOptions, found: Sequence[intents.Intent]) -> Plan[None]:
+    """Complete the unfinished deletes ``found`` (:func:`repocket.plan.intents.pending`) of a model."""
+    for intent in found:
+        yield from _complete_intent(meta, intent)
+
+
+def _complete_intent(meta: ModelOptions, intent: intents.Intent) -> Plan[None]:
+    """Do again what an unfinished delete was doing, from its records (those still stored, and the ids of
+    those gone already, whose referrers may be left), then remove its intent."""
+    view, token, record_keys = intent
+    stored = yield from load.load(view, record_keys)
+    instances = [record if record is not None else meta.model(**{meta.pk: view.parse_key(key)})
+                 for key, record in zip(record_keys, stored)]
+    yield from _in_steps(meta, instances, None, run_hooks=False)  # (they ran in the process that began it)
+    yield from intents.done([(view, token)], meta.label)
+
+
+def _in_steps(meta: ModelOptions, instances: Sequence[Any], graph: _Graph | None,
+              run_hooks: bool = True) -> Plan[list[int]]:
+    """Write a delete's graph one step at a time, each step one call per slot (see :meth:`_Graph.steps`).
+
+    Each step is atomic in its slot and the order lets the delete stop
+    anywhere and be planned again from ``instances``: a referrer deleted or
+    changed meanwhile plans the rest again.
+    """
+    held = yield from write.held_claims(meta, instances)
+    top = {instance._key() for instance in instances}
+    seen: dict[str, Any] = {}  # the records cascaded to, by key
+    deleted: dict[str, int] = {}
+    for _ in range(8):
+        graph = graph if graph is not None else (yield from _plan(meta, instances))
+        cascaded = [record for key, (_, record) in graph.doomed.items() if key not in top and key not in seen]
+        if run_hooks:
+            yield from hooks.deleting(cascaded)
+        seen.update((record._key(), record) for record in cascaded)
+        jobs = dict(graph.jobs(checked=False))
+        try:
+            for step in graph.steps():
+                slots: dict[str, tuple[ModelOptions, list[tuple[str, write.WriteJob]]]] = {}
+                for key in step:
+                    view = jobs[key].meta or meta
+                    slots.setdefault(view.prefix, (view, []))[1].append((key, jobs[key]))
+                for view, slot_jobs in slots.values():
+                    yield from write.run_writes(view, [job for _, job in slot_jobs])
+                    deleted.update((key, job.deleted) for key, job in slot_jobs)
+        except errors.DoesNotExist:  # (a record to change was deleted meanwhile: plan the rest again)
+            graph = None
+            continue
+        gone = [record for key, record in seen.items() if deleted.get(key)]
+        return (yield from _finished(meta, instances, gone, held, deleted, run_hooks))
+    raise errors.ConflictError(f"{meta.label}: the records pointing at it kept changing; the delete is "
+                               "unfinished, and check(repair=True) or the next delete completes it")
 
 
 def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
@@ -159,8 +243,11 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
     for instance in instances:
         view = meta.for_pk(instance._data[meta.pk])
         graph.doomed[instance._key()] = (view, instance)
+        graph.depth[instance._key()] = 0
         level.append((view, instance))
+    depth = 0
     while level:
+        depth += 1
         reads: list[tuple[str, type[Any], str, str, str]] = []  # (target key, model, field, strategy, index key)
         for view, record in level:
             pk = str(record._data[view.pk])
@@ -198,6 +285,7 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
                 view = model._meta.for_pk(record._data[model._meta.pk])
                 if key in cascading:  # (deleted wins over set to None)
                     graph.doomed[key] = (view, record)
+                    graph.depth[key] = depth
                     level.append((view, record))
                 else:
                     graph.nulled[key] = (view, record, nulling[key])
