@@ -40,7 +40,7 @@ __all__ = ["STALE_AFTER", "Intent", "done", "note", "pending", "reading", "stale
 #: its write calls give up after ``repocket.plan.write.WRITE_BUDGET`` seconds each).
 STALE_AFTER = 30.0
 
-#: One unfinished delete: its partition, its token (the field of the intents hash), the keys it deletes.
+#: One unfinished delete, as its partition, its token (the field of the intents hash) and the keys it deletes.
 Intent = tuple["ModelOptions", str, list[str]]
 
 

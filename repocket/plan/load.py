@@ -34,7 +34,7 @@ _INT64_MAX = 2**63 - 1
 
 #: A record as read, its hash (field bytes -> value bytes) and its ByteStreams.
 Fetched = tuple[dict[Any, Any], dict[str, bytes]]
-#: The Pointers still to resolve: for each, the instance, the attribute's name, the target's key and the
+#: The Pointers still to resolve, each as the instance, the attribute's name, the target's key and the
 #: target's position in a PointerList (None for a Pointer).
 Pending = list[tuple["ActiveRecord", str, str, "int | None"]]
 
