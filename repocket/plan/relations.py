@@ -175,8 +175,10 @@ def _delete_on_a_cluster(meta: ModelOptions, instances: Sequence[Any], top: set[
     replies = yield Pipeline([*(intents.note(view, token, [instance._key() for instance in group])
                                 for (view, token), (_, group) in zip(tokens, groups)),
                               *intents.reading(views)], False, meta.label)
+    ours = {token for _, token in tokens}
     for intent in intents.stale(views, replies[len(groups):]):
-        yield from _complete_intent(meta, intent)
+        if intent[1] not in ours:
+            yield from _complete_intent(meta, intent)
     counts = yield from _in_steps(meta, instances, graph)
     yield from intents.done(tokens, meta.label)
     return counts
