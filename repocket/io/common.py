@@ -13,8 +13,9 @@ from redis.exceptions import ConnectionError as RedisPyConnectionError
 from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from repocket import errors
+from repocket.io import scripts
 from repocket.io.errors import wrap_redis_error
-from repocket.plan.rounds import Command, Emit, Eval, Pipeline, Plan, Round
+from repocket.plan.rounds import SCRIPT_READ, Command, Emit, Eval, Pipeline, Plan, Round
 
 if TYPE_CHECKING:
     from repocket.connections import WritePolicy
@@ -154,13 +155,15 @@ def routed(client: Any, command: Command, nodes: dict[int, Any]) -> Mapping[str,
     command names its key already, so the slot is hashed from it directly
     (``nodes`` keeps each slot's node for the rest of the pipeline). The node
     is the one redis-py would pick (the primary serving the slot), and a
-    command redirected by MOVED or ASK is routed by redis-py again. Left to
-    redis-py: a command whose first argument is not the key it names, a
-    client that reads from replicas, and a slot the client has no node for.
+    command redirected by MOVED or ASK is routed by redis-py again. A
+    read-only script call is routed by its first key, which spares redis-py
+    a ``COMMAND GETKEYS`` round trip per call. Left to redis-py: another
+    command whose first argument is not the key it names, a client that
+    reads from replicas, and a slot the client has no node for.
     """
     key = command.key
-    if key is None or len(command.args) < 2 or command.args[1] != key or client.read_from_replicas \
-            or client.load_balancing_strategy is not None:
+    named = command.args[0] == SCRIPT_READ or (len(command.args) > 1 and command.args[1] == key)
+    if key is None or not named or client.read_from_replicas or client.load_balancing_strategy is not None:
         return command.options
     slot = key_slot(key.encode())
     node = nodes.get(slot)
@@ -170,6 +173,21 @@ def routed(client: Any, command: Command, nodes: dict[int, Any]) -> Mapping[str,
         except Exception:  # noqa: BLE001 - no node known for the slot yet: redis-py finds one, or raises
             return command.options
     return {**command.options, "target_nodes": node}
+
+
+#: Commands a cluster client sends to the node of the key they name, rather than finding it by parsing them:
+#: a model's SCAN, and a read-only script call (whose first argument is a script, not a key).
+ON_ITS_NODE = ("SCAN", SCRIPT_READ)
+
+
+def wire(command: Command) -> tuple[Any, ...]:
+    """What is sent for ``command``: its arguments, or for a read-only script call
+    (:func:`~repocket.plan.rounds.script_read`) an ``EVAL`` of the script's source, which
+    a server that never saw the script runs too (no ``NOSCRIPT`` to answer within a pipeline)."""
+    args = command.args
+    if args[0] == SCRIPT_READ:
+        return ("EVAL", scripts.get(args[1]).source, *args[2:])
+    return args
 
 
 def checked(step: Pipeline, replies: list[Any]) -> list[Any]:

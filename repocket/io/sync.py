@@ -27,6 +27,7 @@ from repocket import errors
 from repocket.connections import DEFAULT_POLICY, WritePolicy, configure
 from repocket.io import scripts
 from repocket.io.common import (
+    ON_ITS_NODE,
     Demoted,
     Driver,
     NotSent,
@@ -39,6 +40,7 @@ from repocket.io.common import (
     routed,
     script_target,
     slot_groups,
+    wire,
 )
 from repocket.io.errors import wrap_redis_error
 from repocket.plan.rounds import Emit, Eval, Hooks, Pipeline, Plan, Round, Sleep
@@ -97,10 +99,10 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
         if len(commands) == 1 and not step.transaction:
             only = commands[0]
             target = client
-            if isinstance(client, RedisCluster) and only.args[0] == "SCAN":  # on the node of the model's slot
+            if isinstance(client, RedisCluster) and only.args[0] in ON_ITS_NODE:  # on the node of its key's slot
                 target = client.get_redis_connection(client.get_node_from_key(only.key))
             try:
-                return [target.execute_command(*only.args, **only.options)]  # type: ignore[no-untyped-call]
+                return [target.execute_command(*wire(only), **only.options)]  # type: ignore[no-untyped-call]
             except RedisError as exc:
                 raise wrap_redis_error(exc, step.label, only.key) from exc
         if step.transaction and isinstance(client, RedisCluster):
@@ -109,7 +111,7 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
             def transaction(group: list[int]) -> list[Any]:
                 pipe = client.pipeline(transaction=True)
                 for position in group:
-                    pipe.execute_command(*commands[position].args, **commands[position].options)
+                    pipe.execute_command(*wire(commands[position]), **commands[position].options)
                 return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
             groups = slot_groups(step, client.keyslot)  # one MULTI per slot, sent side by side
@@ -123,7 +125,7 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
         nodes: dict[int, Any] = {}  # each slot's node, for this pipeline (see routed)
         for command in commands:
             options = routed(client, command, nodes) if cluster else command.options
-            pipe.execute_command(*command.args, **options)  # type: ignore[no-untyped-call]
+            pipe.execute_command(*wire(command), **options)  # type: ignore[no-untyped-call]
         replies = pipe.execute(raise_on_error=False)
     except RedisError as exc:
         raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc

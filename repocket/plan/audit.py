@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from repocket import errors, indexes, keys
 from repocket.attributes import Reference
 from repocket.plan import claims, expiry, intents, load, relations, write
-from repocket.plan.rounds import Command, Eval, Pipeline, Plan, command, one
+from repocket.plan.rounds import Command, Pipeline, Plan, command, one
 
 if TYPE_CHECKING:
     from repocket.model import ActiveRecord
@@ -266,9 +266,10 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
 
 def _past_deadline(meta: ModelOptions) -> Plan[dict[str, str]]:
     """The records past their deadline, by the server's clock: ``{id: record key}``, every partition's."""
+    views = meta.views()
     out = {}
-    for view in meta.views():
-        for raw in (yield Eval("due", [view.expiry_key], [-1], meta.label)):
+    for view, due in zip(views, (yield expiry.due_reads(views, -1, meta.label))):
+        for raw in due:
             pk = raw.decode("utf-8", "surrogateescape")
             out[pk] = view.key(pk)
     return out

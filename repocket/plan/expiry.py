@@ -30,14 +30,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from repocket import errors, keys
-from repocket.plan.rounds import Command, Eval, Pipeline, Plan
+from repocket.plan.rounds import Command, Pipeline, Plan, script_read
 
 if TYPE_CHECKING:
     from repocket.indexes import WritePlan
     from repocket.model import ActiveRecord
     from repocket.options import ModelOptions
 
-__all__ = ["GRACE_MS", "PURGE_BATCH", "deadline_writes", "is_past", "purge", "remaining", "sweep"]
+__all__ = ["GRACE_MS", "PURGE_BATCH", "deadline_writes", "due_reads", "is_past", "kept", "purge", "remaining", "sweep"]
 
 #: How long (ms) a record's key outlives its deadline, so that a purge can read its values
 #: (``repocket/lua/lib.lua`` has the same number).
@@ -134,12 +134,18 @@ def _still_past(plan: WritePlan, instance: ActiveRecord) -> None:
 
 def sweep(meta: ModelOptions, limit: int = PURGE_BATCH) -> Plan[int]:
     """Purge up to ``limit`` records past their deadline in each partition of ``meta``; how many."""
+    views = meta.views()
     purged = 0
-    for view in meta.views():
-        due = yield Eval("due", [view.expiry_key], [limit], meta.label)
+    for view, due in zip(views, (yield due_reads(views, limit, meta.label))):
         if due:
             purged += yield from purge(view, [pk.decode() for pk in due])
     return purged
+
+
+def due_reads(views: Sequence[ModelOptions], limit: int, label: str) -> Pipeline:
+    """One round reading, per partition of ``views``, up to ``limit`` ids past their deadline (-1: all),
+    by the server's clock (the read-only ``due`` script; one request per node on a cluster)."""
+    return Pipeline([script_read("due", [view.expiry_key], [limit]) for view in views], False, label)
 
 
 def _expiring(meta: ModelOptions, what: str) -> None:

@@ -23,7 +23,8 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Command", "Emit", "Eval", "Hooks", "Pipeline", "Plan", "Round", "Sleep", "command", "one"]
+__all__ = ["SCRIPT_READ", "Command", "Emit", "Eval", "Hooks", "Pipeline", "Plan", "Round", "Sleep", "command", "one",
+           "script_read"]
 
 T = TypeVar("T")
 
@@ -45,6 +46,21 @@ def command(*args: Any, key: str | None = None, **options: Any) -> Command:
     if key is None and len(args) > 1 and isinstance(args[1], str):
         key = args[1]
     return Command(args, key, options or _NO_OPTIONS)
+
+
+#: The name a :func:`script_read` command carries instead of a Redis command's; executors send it as ``EVAL``.
+SCRIPT_READ = "repocket.script_read"
+
+
+def script_read(script: str, keys: Sequence[str], args: Sequence[Any]) -> Command:
+    """A call of the read-only Lua script ``script`` as one command of a :class:`Pipeline`.
+
+    Unlike an :class:`Eval` it is sent with the pipeline's other commands, so
+    calls in several cluster slots cost one request per node, not one each;
+    a read may be sent again, which an :class:`Eval` write may not. All its
+    ``keys`` share one slot.
+    """
+    return Command((SCRIPT_READ, script, len(keys), *keys, *args), keys[0] if keys else None, _NO_OPTIONS)
 
 
 @dataclass(slots=True)

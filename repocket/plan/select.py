@@ -38,7 +38,7 @@ from repocket.plan.lookups import (
     set_keys,
     token,
 )
-from repocket.plan.rounds import Command, Emit, Eval, Pipeline, Plan, command, one
+from repocket.plan.rounds import Command, Emit, Eval, Pipeline, Plan, command, one, script_read
 from repocket.plan.scatter import gather, gather_in_turn
 
 if TYPE_CHECKING:
@@ -1327,17 +1327,15 @@ def _live_count(q: Query) -> Plan[int]:
     """:func:`count` from the sets :func:`_counted_by` names, leaving out the records past their deadline.
 
     One ``count`` script call on one server (every partition's sets at once);
-    on a cluster one per partition, each in its partition's slot.
+    on a cluster one per partition, each in its partition's slot, sent in one
+    pipeline (one request per node).
     """
     groups = [(part.meta.expiry_key, _counted_by(part) or []) for part in parts(q)] if q.meta.partitioned else [
         (q.meta.expiry_key, _counted_by(q) or [])]
     calls = [groups] if not keys.LAYOUT.cluster else [[group] for group in groups]
-    total = 0
-    for call in calls:
-        script_keys = [key for expiry_key, sets in call for key in (expiry_key, *sets)]
-        total += int((yield Eval("count", script_keys, [len(call), *(len(sets) for _, sets in call)],
-                                 q.meta.label)))
-    return total
+    reads = [script_read("count", [key for expiry_key, sets in call for key in (expiry_key, *sets)],
+                         [len(call), *(len(sets) for _, sets in call)]) for call in calls]
+    return sum(int(total) for total in (yield Pipeline(reads, False, q.meta.label)))
 
 
 def _counted_by(q: Query) -> list[str] | None:

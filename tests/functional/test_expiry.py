@@ -320,6 +320,10 @@ def test_on_a_cluster_each_partition_keeps_its_deadlines(cluster: Any) -> None:
     assert [s.number for s in Session.objects.order_by("-number")[:2]] == [3, 2]
     with pytest.raises(Session.DoesNotExist):
         Session.objects.get(made[5].pk)
+    for query in (Session.objects.all(), Session.objects.filter(user="c")):
+        with count_round_trips() as trips:
+            assert query.count() == 4
+        assert trips.count <= 3  # (16 partitions' count scripts in one pipeline: a request per primary)
     report = Session.objects.check()
     assert report.ok and len(report.expired) == 8, report
     assert Session.objects.purge_expired() == 8
