@@ -147,7 +147,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
-from benchmarks import cluster, lua_stages, memory, scale
+from benchmarks import changes, cluster, lua_stages, memory, scale
 from benchmarks.common import (
     RunInfo,
     cpu_model,
@@ -1158,6 +1158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in sizes:
             log(f"N = {n:,}")
             bench.run(n)
+        log("Meta.changes and Meta.history")
+        change_rows = changes.measure(conn, args.reps)
         log("memory")
         memory_report = memory.measure_memory(log, records=QUICK_MEMORY_RECORDS if args.quick else memory.RECORDS)
         print(header(conn, server, load_at_start))
@@ -1177,7 +1179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(server_table(bench.server))
         print()
         print(memory.memory_table(memory_report))
-        missed = missed_targets(bench.rows, bench.fixed, memory_report)
+        print()
+        print("What recording changes costs per write: repocket's save of a model with Meta.changes (and")
+        print("Meta.history) against HSET + XADD (+ XADD of the version) in one MULTI, by hand:")
+        print(changes.table(change_rows))
+        missed = missed_targets(bench.rows, bench.fixed, memory_report) + changes.missed(change_rows)
         print()
         print("Missed targets:" if missed else "Every target was met.")
         for phrase in missed:

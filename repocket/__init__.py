@@ -18,9 +18,11 @@ from importlib import metadata as _metadata
 
 from repocket import attributes, errors
 from repocket.aggregates import Avg, Count, Max, Min, Sum
+from repocket.changes import actor
 from repocket.connections import configure
 from repocket.errors import (
     BrokenReferenceError,
+    ChangesTrimmedError,
     ConflictError,
     CorruptRecordError,
     DoesNotExist,
@@ -32,6 +34,7 @@ from repocket.errors import (
 from repocket.manager import Manager
 from repocket.model import ActiveRecord, fields
 from repocket.query import QuerySet, ResultSet
+from repocket.transaction import atomic
 
 try:
     __version__ = _metadata.version("repocket")
@@ -42,6 +45,7 @@ __all__ = [
     "ActiveRecord",
     "Avg",
     "BrokenReferenceError",
+    "ChangesTrimmedError",
     "ConflictError",
     "CorruptRecordError",
     "Count",
@@ -57,6 +61,8 @@ __all__ = [
     "Sum",
     "ValidationError",
     "__version__",
+    "actor",
+    "atomic",
     "attributes",
     "configure",
     "errors",

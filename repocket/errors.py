@@ -30,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "BrokenReferenceError",
+    "ChangesTrimmedError",
     "ConflictError",
     "CorruptRecordError",
     "CrossPartitionError",
@@ -151,6 +152,15 @@ class ProtectedError(RepocketError):
         super().__init__(message)
         #: The referring model and Pointer, the key of the record whose delete was refused, the referrers' keys.
         self.model, self.field, self.record, self.referrers = model, field, record, referrers
+
+
+class ChangesTrimmedError(RepocketError):
+    """A read of a model's changes from a point the trimming (``Meta.changes``) has passed: some are gone."""
+
+    def __init__(self, message: str, *, model: str, since: str, trimmed: str) -> None:
+        super().__init__(message)
+        #: The model, where the reader asked to start, and the newest change entry the trimming removed.
+        self.model, self.since, self.trimmed = model, since, trimmed
 
 
 class CrossPartitionError(RepocketError):

@@ -86,6 +86,26 @@ def expiry_key(prefix: str) -> str:
     return f"{prefix}:_expiry"
 
 
+def changes_key(prefix: str) -> str:
+    """The stream of a partition's changes (``Meta.changes``), see repocket/lua/changes.lua."""
+    return f"{prefix}:_changes"
+
+
+def revisions_key(prefix: str) -> str:
+    """The hash of each record's revision (id -> the number of its changes), kept after a delete."""
+    return f"{prefix}:_revisions"
+
+
+def trimmed_key(prefix: str) -> str:
+    """The hash whose field ``id`` is the newest change entry the trimming removed."""
+    return f"{prefix}:_trimmed"
+
+
+def history_key(prefix: str, pk: str) -> str:
+    """The stream of a record's last versions (``Meta.history``)."""
+    return f"{prefix}:_history:{pk}"
+
+
 def eq_index_key(prefix: str, field: str, token: str) -> str:
     """The set of ids whose indexed ``field`` has the equality token ``token``."""
     return f"{prefix}:_eq:{field}:{token}"

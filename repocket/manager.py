@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from repocket import formats
 from repocket.io import clients
 from repocket.plan import audit, expiry, migrate, repartition, select, write
+from repocket.plan import changes as changes_plan
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
 
     from repocket.aggregates import Aggregate
+    from repocket.changes import Change, Feed
     from repocket.checks import CheckReport
     from repocket.model import ActiveRecord
     from repocket.plan.rounds import Plan
@@ -221,6 +223,46 @@ class Manager(Generic[M]):
         """The async twin of :meth:`repartition`."""
         return await clients.run_async(repartition.repartition(self.model._meta, from_partitions, batch_size, progress),
                                        self._connection)
+
+    def changes(self, since: Any = None, limit: int | None = None) -> list[Change]:
+        """The model's changes after ``since`` (a stream id, exclusive; None: from the oldest kept), oldest first.
+
+        ``Meta.changes`` must be declared. On a model spread over partitions
+        every partition is read in one round trip and the changes are merged
+        by time; pass ``since`` as one id per partition
+        (``repocket.changes.position(changes)``) to read on exactly.
+
+        Raises:
+            ChangesTrimmedError: the trimming removed changes after ``since``.
+        """
+        return clients.run(changes_plan.read(self.model._meta, since, limit), self._connection)
+
+    async def achanges(self, since: Any = None, limit: int | None = None) -> list[Change]:
+        """The async twin of :meth:`changes`."""
+        return await clients.run_async(changes_plan.read(self.model._meta, since, limit), self._connection)
+
+    def follow(self, group: str, consumer: str, *, claim_after: float = 60.0, block: float = 5.0,
+               count: int = 100, start: str = "0") -> Feed:
+        """A consumer ``consumer`` of the consumer group ``group`` of the model's changes, made on first
+        read (from ``start``: "0" every change kept, "$" only new ones): see :class:`repocket.changes.Feed`."""
+        from repocket.changes import Feed
+
+        changes_plan._changing(self.model._meta)
+        return Feed(self.model, group, consumer, claim_after=claim_after, block=block, count=count, start=start,
+                    connection=self._connection)
+
+    def as_of(self, pk: Any, revision: int) -> M:
+        """The version ``revision`` of the record ``pk`` (``Meta.history``), read-only.
+
+        Raises:
+            DoesNotExist: the history kept holds no such version.
+        """
+        return clients.run(changes_plan.as_of(self.model._meta, str(pk), revision), self._connection)  # type: ignore[return-value]
+
+    async def aas_of(self, pk: Any, revision: int) -> M:
+        """The async twin of :meth:`as_of`."""
+        version = await clients.run_async(changes_plan.as_of(self.model._meta, str(pk), revision), self._connection)
+        return version  # type: ignore[return-value]
 
     def purge_expired(self, limit: int = expiry.PURGE_BATCH) -> int:
         """Delete up to ``limit`` records per partition that are past their deadline (``Meta.ttl``).

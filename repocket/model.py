@@ -35,7 +35,7 @@ from repocket.attributes import (
 from repocket.io import clients
 from repocket.manager import ManagerDescriptor
 from repocket.options import ModelOptions  # where it lived before; plan/ imports it from options
-from repocket.plan import expiry, hooks, lists, load, select, write
+from repocket.plan import changes, expiry, hooks, lists, load, select, write
 from repocket.plan.rounds import Plan
 
 if TYPE_CHECKING:
@@ -152,17 +152,37 @@ MAX_PARTITIONS = 16384
 MAX_TTL = 10 * 365 * 24 * 3600
 
 
+def _check_changes_options(label: str, options: dict[str, Any]) -> None:
+    """``Meta.changes`` is True, ``{"maxlen": n}`` or ``{"max_age": seconds}``; ``Meta.history`` a count."""
+    declared = options.get("changes")
+    if declared not in (None, False, True):
+        number: Any = None
+        if isinstance(declared, dict) and len(declared) == 1 and set(declared) <= {"maxlen", "max_age"}:
+            number = next(iter(declared.values()))
+        if type(number) not in (int, float) or not 0.001 <= number <= MAX_TTL or (
+                "maxlen" in declared and (type(number) is not int or number < 1)):
+            raise errors.RepocketActiveRecordDefinitionError(
+                f"{label}.Meta: changes must be True, {{'maxlen': <entries>}} or {{'max_age': <seconds>}}, "
+                f"not {declared!r}")
+    history = options.get("history")
+    if history is not None and (type(history) is not int or not 0 <= history <= 100_000):
+        raise errors.RepocketActiveRecordDefinitionError(
+            f"{label}.Meta: history must be the number of versions to keep (0 to 100000), not {history!r}")
+
+
 def _read_options(label: str, namespace: dict[str, Any]) -> dict[str, Any]:
     meta = namespace.get("Meta")
     options = {k: v for k, v in vars(meta).items() if not k.startswith("_")} if meta else {}
     if "__namespace__" in namespace:
         options.setdefault("namespace", namespace["__namespace__"])
-    unknown = set(options) - {"namespace", "versioned", "format", "partitions", "moving_from", "ttl"}
+    unknown = set(options) - {"namespace", "versioned", "format", "partitions", "moving_from", "ttl", "changes",
+                              "history"}
     if unknown:
         raise errors.RepocketActiveRecordDefinitionError(
-            f"{label}.Meta: unknown options {sorted(unknown)}; known: format, moving_from, namespace, partitions, "
-            "ttl, versioned"
+            f"{label}.Meta: unknown options {sorted(unknown)}; known: changes, format, history, moving_from, "
+            "namespace, partitions, ttl, versioned"
         )
+    _check_changes_options(label, options)
     ttl = options.get("ttl")
     if ttl is not None and (type(ttl) not in (int, float) or not 0.001 <= ttl <= MAX_TTL):
         raise errors.RepocketActiveRecordDefinitionError(
@@ -274,6 +294,8 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     #: A deadline ``expire()``/``persist()`` set before the record was saved, for its next save to write
     #: (milliseconds from then, or None: never); False: none asked for.
     _expire_next: int | None | bool = False
+    #: A past version read from the history (see :attr:`version_info`): read-only.
+    _snapshot: Any = None
     #: Reverse accessors loaded by ``prefetch_related()``: name -> the referring records.
     _prefetched: dict[str, list[Any]] = {}  # noqa: RUF012 - never changed in place: replaced per instance
 
@@ -619,6 +641,24 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
             setattr(self, field, [*current, target] if add else [item for item in current if item != target])
             return True
         return (yield from lists.edit(self, field, target, add))
+
+    # -- history (Meta.history; see repocket.plan.changes) --------------------------
+
+    def history(self, *, connection: redis.Redis | None = None) -> list[ActiveRecord]:
+        """The versions of this record that ``Meta.history`` keeps, newest first (the current one
+        included), as read-only instances whose ``version_info`` gives revision, time, actor and op."""
+        return clients.run(changes.history(self._meta, str(self._pk())), connection)
+
+    async def ahistory(self, *, connection: aioredis.Redis | None = None) -> list[ActiveRecord]:
+        """The async twin of :meth:`history`."""
+        return await clients.run_async(changes.history(self._meta, str(self._pk())), connection)
+
+    @property
+    def version_info(self) -> changes.Snapshot | None:
+        """For a past version (:meth:`history`, ``Model.objects.as_of()``): its revision, time, actor
+        and op; None for a record read as it is now."""
+        snapshot: changes.Snapshot | None = self._snapshot
+        return snapshot
 
     # -- expiry (Meta.ttl; see repocket.plan.expiry) -------------------------------
 

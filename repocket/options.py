@@ -56,6 +56,11 @@ class ModelOptions:
         self.expiring = "ttl" in options
         #: ``Meta.ttl``: the seconds a record lives after each save; None: until ``expire()`` says.
         self.ttl: float | None = options.get("ttl")
+        #: ``Meta.changes``: None, or how the change stream is trimmed, as ``(policy, limit)``:
+        #: ("none", 0), ("maxlen", entries) or ("minid", milliseconds of age) (docs/changes.rst).
+        self.changes: tuple[str, int] | None = _trim_policy(options.get("changes"))
+        #: ``Meta.history``: how many versions of each record are kept (0: none).
+        self.history: int = int(options.get("history") or 0)
         #: How the record hash stores values (``Meta.format``: "envelope" or "plain").
         self.format = formats.format_named(options.get("format", DEFAULT_FORMAT), self.label)
         self.pk = next(name for name, attr in fields.items() if isinstance(attr, AutoUUID))
@@ -197,6 +202,16 @@ class ModelOptions:
         return self.cluster_prefix if keys.LAYOUT.cluster else self.standalone_prefix
 
     @property
+    def records_changes(self) -> bool:
+        """Whether a write also records a change entry or a version (``Meta.changes``, ``Meta.history``)."""
+        return self.changes is not None or self.history > 0
+
+    @property
+    def changes_key(self) -> str:
+        """The stream of this partition's changes."""
+        return keys.changes_key(self.prefix)
+
+    @property
     def expiry_key(self) -> str:
         """The sorted set of this partition's expiring record ids, scored by deadline (ms since the epoch)."""
         return keys.expiry_key(self.prefix)
@@ -274,3 +289,15 @@ class ModelOptions:
             field=name,
             valid=valid,
         )
+
+
+def _trim_policy(declared: Any) -> tuple[str, int] | None:
+    """``Meta.changes`` as ``(policy, limit)`` (checked by the metaclass: ``True``, ``{"maxlen": n}`` or
+    ``{"max_age": seconds}``)."""
+    if not declared:
+        return None
+    if declared is True:
+        return ("none", 0)
+    if "maxlen" in declared:
+        return ("maxlen", int(declared["maxlen"]))
+    return ("minid", int(round(declared["max_age"] * 1000)))

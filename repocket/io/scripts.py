@@ -23,7 +23,7 @@ from importlib import resources
 __all__ = ["INCLUDES", "UNKNOWN_OUTCOME", "Script", "get"]
 
 #: The library files each script's source starts with.
-INCLUDES: dict[str, tuple[str, ...]] = {"write": ("lib",), "incr": ("lib",), "append": ("lib",)}
+INCLUDES: dict[str, tuple[str, ...]] = {"write": ("lib", "changes"), "incr": ("lib",), "append": ("lib",)}
 
 #: The message of a script call whose reply was lost.
 UNKNOWN_OUTCOME = ("the connection to Redis failed during a write ({}); the write may or may not "

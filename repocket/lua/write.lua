@@ -68,6 +68,16 @@
 --          persist <k> <id>            the record never expires: ZREM, PERSIST
 --          follow <k>                  the string k (a ByteStream) expires with
 --                                      the hash: its TTL, or none (after SET)
+--          append <k> <bytes>          APPEND to the string k (a ByteStream)
+--          change <ks> <kr> <kt> <kh> <id> <actor> <op> <trim> <limit> <keep>
+--                                      record the write in the change stream ks
+--                                      and the history stream kh (0: none), with
+--                                      the revision counter hash kr and the trim
+--                                      point hash kt; op is the entry's op, or
+--                                      "" to tell create/update/delete from the
+--                                      hash; trim is none, maxlen (limit entries)
+--                                      or minid (limit ms of age); keep is the
+--                                      history's length (changes.lua)
 --
 -- Other refusals: {"wrongtype", key, type}; {"corrupt", field, problem, value}
 -- (a stored value a write would fail on); {"leased"} (another writer holds the
@@ -95,11 +105,12 @@
 -- the leases described above.
 
 local LEASE_MS = 2000
-local letters = {h = "hash", s = "set", z = "zset", t = "string"}
+local letters = {h = "hash", s = "set", z = "zset", t = "string", x = "stream"}
 local check_arity = {exists = 1, guard = 3, absent = 2, unique = 4, version = 2, new = 1, fenced = 3,
                      count = 3, member = 3, target = 3, alive = 1, due = 1}
 local write_arity = {hset = 3, hdel = 2, bump = 1, set = 3, del = 2, sadd = 3, srem = 3,
-                     zadd = 4, zrem = 3, uset = 4, udel = 4, expire = 4, persist = 3, follow = 2}
+                     zadd = 4, zrem = 3, uset = 4, udel = 4, expire = 4, persist = 3, follow = 2, append = 3,
+                     change = 11}
 local token = ARGV[2]
 
 -- A ZADD score repocket writes: a finite decimal number, or +inf / -inf.
@@ -138,6 +149,20 @@ local function preflight(rec)
     if not n then return "unknown write at argument " .. j end
     if op == "bump" then
       rec.versioned, rec.bump = true, true
+    elseif op == "change" then
+      for m = 1, 4 do
+        local k = tonumber(ARGV[j + m])
+        if not k or k < 0 or k > rec.nkeys or k % 1 ~= 0 or (m == 2 and k == 0) then
+          return "bad key number in change"
+        end
+      end
+      local trim = ARGV[j + 8]
+      if trim ~= "none" and trim ~= "maxlen" and trim ~= "minid" then return "bad trim policy in change" end
+      if not string.match(ARGV[j + 9], "^%d+$") or not string.match(ARGV[j + 10], "^%d+$") then
+        return "bad trim limit or history length in change"
+      end
+      if rec.change then return "two change ops" end
+      rec.change = j
     elseif op ~= "hset" and op ~= "hdel" then
       local k = tonumber(ARGV[j + 1])
       if not k or k < 1 or k > rec.nkeys or k % 1 ~= 0 then return "bad key number in " .. op end
@@ -213,6 +238,7 @@ local function check(rec)
   -- Another writer's lease: it is about to write this record (see Leases).
   if holder and not rec.holds then return {"leased"} end
   if present == nil then present = redis.call("EXISTS", hash) == 1 end
+  rec.present = present
   -- The version counter must be one HINCRBY can add to and the client can read.
   if rec.versioned and present then
     local raw = redis.call("HGET", hash, "_version")
@@ -326,22 +352,53 @@ end
 
 local out = {"ok"}
 local deadline
+-- The ByteStream name of a record's string key, for its change entry.
+local function stream_name(key)
+  return string.match(key, ":field:(.*)$") or key
+end
+
 for _, rec in ipairs(records) do
   local hash = KEYS[rec.base + 1]
   local deleted = 0
+  local change, before, extra
+  if rec.change then
+    local c, k = rec.change, function(m) local n = tonumber(ARGV[rec.change + m]); return n > 0 and KEYS[rec.base + n] end
+    change = {stream = k(1), revisions = k(2), trimmed = k(3), history = k(4), id = ARGV[c + 5],
+              actor = ARGV[c + 6], op = ARGV[c + 7], trim = ARGV[c + 8], limit = tonumber(ARGV[c + 9]),
+              keep = tonumber(ARGV[c + 10])}
+    before = before_writes(change, hash, rec.present, rec.writes, rec.stop, write_arity)
+    extra = {}
+  end
+  -- the same fields after the writes (nil once the hash is deleted), kept as they are written
+  local after
+  if change then
+    after = {}
+    for f, v in pairs(before or {}) do after[f] = v end
+  end
   local j = rec.writes
   while j < rec.stop do
     local op = ARGV[j]
-    if op == "hset" then
+    if change and (op == "set" or op == "append" or op == "del") and tonumber(ARGV[j + 1]) > 1
+        and string.sub(rec.types, tonumber(ARGV[j + 1]), tonumber(ARGV[j + 1])) == "t" then
+      local name = stream_name(KEYS[rec.base + tonumber(ARGV[j + 1])])
+      extra[#extra + 1] = (op == "append" and "append:" or "stream:") .. name
+      extra[#extra + 1] = op == "del" and "" or ARGV[j + 2]
+    end
+    if op == "change" then
+      -- (logged once the record's writes are done)
+    elseif op == "hset" then
       redis.call("HSET", hash, ARGV[j + 1], ARGV[j + 2])
+      if after then after[ARGV[j + 1]] = ARGV[j + 2] end
     elseif op == "hdel" then
       redis.call("HDEL", hash, ARGV[j + 1])
+      if after then after[ARGV[j + 1]] = nil end
     elseif op == "bump" then
       redis.call("HINCRBY", hash, "_version", 1)
     elseif op == "set" then
       redis.call("SET", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
     elseif op == "del" then
       deleted = deleted + redis.call("DEL", KEYS[rec.base + tonumber(ARGV[j + 1])])
+      if ARGV[j + 1] == "1" then after = false end
     elseif op == "sadd" then
       redis.call("SADD", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
     elseif op == "srem" then
@@ -360,6 +417,8 @@ for _, rec in ipairs(records) do
     elseif op == "persist" then
       redis.call("ZREM", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
       redis.call("PERSIST", hash)
+    elseif op == "append" then
+      redis.call("APPEND", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2])
     elseif op == "follow" then
       local key = KEYS[rec.base + tonumber(ARGV[j + 1])]
       local left = redis.call("PTTL", hash)
@@ -372,6 +431,7 @@ for _, rec in ipairs(records) do
     end
     j = j + write_arity[op]
   end
+  if change then log_change(change, hash, before, after or nil, extra) end
   if rec.holds then redis.call("DEL", KEYS[rec.base + 2]) end
   out[#out + 1] = deleted
 end

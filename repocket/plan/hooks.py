@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from repocket import signals
+from repocket.plan import unit
 from repocket.plan.rounds import Hooks, Plan
 
 __all__ = ["deleted", "deleting", "saved", "saving"]
@@ -61,7 +62,10 @@ def _round(instances: Sequence[Any], phase: str, method: str, signal: signals.Si
             call = functools.partial(receiver, sender=model, instance=instance, **named)
             name = f"{signal.name} receiver {getattr(receiver, '__qualname__', repr(receiver))}"
             calls.append((_guarded(instance, phase, call, name), ()))
-    if calls:
+    buffer = unit.open_unit() if method.startswith("after_") else None
+    if calls and buffer is not None:  # inside atomic(): once the block's writes are done
+        buffer.after += calls
+    elif calls:
         yield Hooks(calls)
 
 

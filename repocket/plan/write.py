@@ -20,7 +20,7 @@ from repocket import errors, keys
 from repocket.attributes import Attribute, Decimal, Float, Integer, _short_repr
 from repocket.indexes import WritePlan
 from repocket.options import partition_of
-from repocket.plan import claims, expiry, relations, repartition
+from repocket.plan import changes, claims, expiry, relations, repartition, unit
 from repocket.plan.load import SECRET_MASK, _corrupt, decode_field, fetch
 from repocket.plan.rounds import Eval, Plan, Sleep
 
@@ -114,6 +114,10 @@ def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRI
     ``Referred``, keeping the leases that refusal gave ``token`` (the
     caller plans again, and calls with the same ``token``).
     """
+    buffer = unit.open_unit()
+    if buffer is not None:  # inside atomic(): sent with the block's other writes at its end
+        buffer.add(meta, jobs)
+        return
     token = token or secrets.token_hex(8)  # names our leases
     deadline = time.monotonic() + budget
     holding = False  # whether the script gave us leases that are still ours
@@ -156,6 +160,37 @@ def run_writes(meta: ModelOptions, jobs: Sequence[WriteJob], budget: float = WRI
         if holding:  # we give up with leases in hand (an error while re-planning, say)
             yield from _release_leases(token, plans)
         raise
+
+
+def run_planned(meta: ModelOptions, planned: Sequence[tuple[ModelOptions, WriteJob, WritePlan]]) -> Plan[None]:
+    """Send the plans of an ``atomic()`` block in one call: all of them, or none.
+
+    Unlike :func:`run_writes` nothing is planned again, since each plan holds
+    what its instance held when the block wrote it: any refusal raises (a
+    value changed under a guard as ConflictError), except another writer's
+    lease, which is waited for (for WRITE_BUDGET seconds at most).
+    """
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + WRITE_BUDGET
+    plans = [plan for _, _, plan in planned]
+    while True:
+        reply = yield write_call(meta, token, plans)
+        if reply[0] == b"ok":
+            for (_, job, _), deleted in zip(planned, reply[1:]):
+                job.deleted = int(deleted)
+            return
+        refusals = [(planned[int(number) - 1], refusal) for number, refusal in zip(reply[1::2], reply[2::2])]
+        if all(refusal[0] == b"leased" for _, refusal in refusals) and time.monotonic() < deadline:
+            yield Sleep(random.uniform(*LEASE_PAUSE))
+            continue
+        if all(refusal[0] in (b"conflict", b"referred") for _, refusal in refusals):
+            yield from _release_leases(token, plans)  # (the script gave us leases we will not use)
+        for (job_meta, job, plan), refusal in refusals:
+            _raise_unless_retryable(job_meta, job, plan, refusal)
+        (_, _, plan), refusal = refusals[0]
+        raise errors.ConflictError(
+            f"{plan.keys[0]}: changed by someone else since the atomic() block wrote it "
+            f"({_text(refusal[0])}); nothing of the block was written")
 
 
 def _purged(meta: ModelOptions, job: WriteJob, plan: WritePlan, refusal: list[Any]) -> Plan[bool]:
@@ -271,9 +306,25 @@ def _old_value(meta: ModelOptions, record: str, name: str, raw: bytes) -> Any:
 _UNREADABLE: Any = object()
 
 
-def _new_plan(meta: ModelOptions, pk: str) -> WritePlan:
-    """An empty plan for the record ``pk``: its hash and its write lease are its first keys."""
-    return WritePlan(meta.key(pk), keys.lease_key(meta.prefix, pk))
+def _new_plan(meta: ModelOptions, pk: str, op: str = "") -> WritePlan:
+    """An empty plan for the record ``pk``: its hash and its write lease are its first keys.
+
+    For a model with ``Meta.changes`` or ``Meta.history`` it starts with the
+    ``change`` op, so that every write of the record (a save, a delete, a
+    cascade, an increment, an append, a purge) records its change in the same
+    call; ``op`` names it ("incr", "append"), or "" for the script to tell a
+    create, an update and a delete apart.
+    """
+    plan = WritePlan(meta.key(pk), keys.lease_key(meta.prefix, pk))
+    if meta.records_changes:
+        policy, limit = meta.changes or ("none", 0)
+        plan.write("change",
+                   plan.slot(meta.changes_key, "x") if meta.changes else 0,
+                   plan.slot(keys.revisions_key(meta.prefix), "h"),
+                   plan.slot(keys.trimmed_key(meta.prefix), "h") if meta.changes else 0,
+                   plan.slot(keys.history_key(meta.prefix, pk), "x") if meta.history else 0,
+                   pk, changes.ACTOR.get(), op, policy, limit, meta.history)
+    return plan
 
 
 def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, record: str, pk: str, name: str, new: Any) -> None:
@@ -350,9 +401,14 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
     During a move (``Meta.moving_from``), the records still in the source layout
     that the write needs are moved first (:func:`repocket.plan.repartition.settle`).
     """
+    _refuse_versions(meta, instances)
     if meta.sources():
         yield from repartition.settle(meta, instances)
     if meta.partitioned and meta.unique:
+        if unit.open_unit() is not None:
+            raise errors.CrossPartitionError(
+                f"{meta.label} spreads over partitions and claims its unique values in calls of their own, "
+                "which an atomic() block cannot hold; nothing was written")
         yield from _save_claimed(meta, instances, force, fields, fresh)
         return
     if meta.partitioned:  # one script call per partition: all-or-nothing within each
@@ -453,6 +509,16 @@ def save(meta: ModelOptions, instances: Sequence[ActiveRecord], force: bool = Fa
         instance._expire_next = False
 
 
+def _refuse_versions(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> None:
+    """Past versions (``history()``) are read-only: saving or deleting one would rewrite the present."""
+    for instance in instances:
+        if instance._snapshot is not None:
+            raise errors.ValidationError(
+                f"{meta.label} {instance._pk()}: revision {instance._snapshot.revision} is a past version, "
+                "read-only; load the record to change it", model=meta.label, field=None, value=None,
+                expected="the record as it is now")
+
+
 def _deadline(meta: ModelOptions, instance: ActiveRecord) -> int | None | bool:
     """What a save does to the record's deadline: the one ``expire()`` asked for before the record was
     saved, else ``Meta.ttl`` from now, else none (False: it keeps what it has)."""
@@ -488,6 +554,7 @@ def delete(meta: ModelOptions, instances: Sequence[ActiveRecord]) -> Plan[list[i
     checked. Its stored values are unknown: the guards fetch them. During a
     move, a copy in the source layout is moved first, then deleted with the rest.
     """
+    _refuse_versions(meta, instances)
     if meta.sources():
         yield from repartition.settle(meta, instances, every=True)
     if relations.guarded(meta):
@@ -639,7 +706,8 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
         yield from repartition.settle(meta, [instance], every=True)
     meta = meta.for_pk(pk)
     record = meta.key(pk)
-    if isinstance(attr, Integer) and not attr.unique and abs(step) < 2**52:
+    if isinstance(attr, Integer) and not attr.unique and abs(step) < 2**52 and not meta.records_changes \
+            and unit.open_unit() is None:
         known = instance._data.get(name)
         guesses = _incr_guesses(known if type(known) is int else 0, step, 0)
         deadline = time.monotonic() + WRITE_BUDGET
@@ -685,7 +753,7 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
     state = {"check_version": meta.versioned}
 
     def make_plan(job: WriteJob) -> WritePlan:
-        plan = _new_plan(meta, pk)
+        plan = _new_plan(meta, pk, "incr")
         plan.check("exists")
         if meta.expiring:
             plan.check("alive")
@@ -788,12 +856,31 @@ def append(instance: ActiveRecord, name: str, chunk: bytes) -> Plan[str]:
         yield from repartition.settle(meta, [instance], every=True)
     record = instance._key()
     key = keys.stream_key(record, name)
-    length = yield Eval("append", [record, key], [chunk], meta.label)
-    if length == -1:
+    if meta.records_changes or unit.open_unit() is not None:  # (the write script records it, or buffers it)
+        yield from run_writes(meta, [WriteJob(_append_plan(meta.for_pk(instance._pk()), str(instance._pk()), key,
+                                                           chunk), {}, must_exist=True)])
+    elif (yield Eval("append", [record, key], [chunk], meta.label)) == -1:
         raise instance.DoesNotExist(f"{meta.label} {record} no longer exists; nothing was appended")
     instance._data[name] = (instance._data[name] or b"") + chunk
     instance._stored_streams[name] = instance._data[name]
     return key
+
+
+def _append_plan(meta: ModelOptions, pk: str, key: str, chunk: bytes) -> Callable[[WriteJob], WritePlan]:
+    """The plan of an append to the ByteStream string ``key`` of a model that records its changes."""
+
+    def make_plan(job: WriteJob) -> WritePlan:
+        plan = _new_plan(meta, pk, "append")
+        plan.check("exists")
+        if meta.expiring:
+            plan.check("alive")
+        slot = plan.slot(key, "t")
+        plan.write("append", slot, chunk)
+        if meta.expiring:
+            plan.write("follow", slot)
+        return plan
+
+    return make_plan
 
 
 def updatable(meta: ModelOptions, names: Iterable[str]) -> list[str]:

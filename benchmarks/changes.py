@@ -1,0 +1,150 @@
+"""What ``Meta.changes`` and ``Meta.history`` cost per write (part of ``make bench``).
+
+repocket's saves of a model recording its changes (and one keeping its
+history too) against the hand-written equivalent on the same server: the
+record's ``HSET`` and the change's ``XADD`` (and the version's ``XADD``) in
+one ``MULTI``, with the same envelopes, fields and stream layout. The target
+is a ratio of at most 1.3 (issue 12).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from benchmarks.common import timed
+from repocket import ActiveRecord, attributes
+
+__all__ = ["TARGET", "Audited", "Versioned", "measure", "table"]
+
+#: The largest acceptable repocket / hand-written ratio.
+TARGET = 1.3
+#: Records written per run, one by one.
+WRITES = 500
+
+
+class Audited(ActiveRecord):
+    """A record whose every write appends to its model's change stream."""
+
+    name = attributes.Unicode()
+    count = attributes.Integer()
+    note = attributes.Unicode()
+
+    class Meta:
+        namespace = "bench"
+        changes = True
+
+
+class Versioned(ActiveRecord):
+    """The same, keeping the last 10 versions of each record too."""
+
+    name = attributes.Unicode()
+    count = attributes.Integer()
+    note = attributes.Unicode()
+
+    class Meta:
+        namespace = "bench"
+        changes = True
+        history = 10
+
+
+class HandWrittenChanges:
+    """HSET and XADD (and the version's XADD) in one MULTI, in repocket's layout, by hand."""
+
+    def __init__(self, conn: redis.Redis, model: type[ActiveRecord], history: int) -> None:
+        self.conn, self.meta, self.history = conn, model._meta, history
+        self.revisions: dict[str, int] = {}
+
+    def _encoded(self, row: dict[str, Any]) -> dict[str, bytes]:
+        return {name: self.meta.format.encode(self.meta.fields[name], value) for name, value in row.items()}
+
+    def write(self, pk: str, row: dict[str, Any], before: dict[str, bytes] | None) -> None:
+        fields = self._encoded(row)
+        key = self.meta.key(pk)
+        revision = self.revisions[pk] = self.revisions.get(pk, 0) + 1
+        entry: dict[str, Any] = {"op": "update" if before else "create", "id": pk, "key": key,
+                                 "revision": revision, "at": 0, "actor": ""}
+        for name, value in fields.items():
+            entry[f"new:{name}"] = value
+            if before and name in before:
+                entry[f"old:{name}"] = before[name]
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        if not before:
+            pipe.sadd(self.meta.ids_key, pk)
+        pipe.xadd(f"{self.meta.prefix}:_changes", entry)
+        if self.history:
+            version = {"revision": revision, "at": 0, "actor": "", "op": entry["op"], **fields}
+            pipe.xadd(f"{self.meta.prefix}:_history:{pk}", version, maxlen=self.history, approximate=False)
+        pipe.execute()
+
+
+def _pair(reps: int, rp: Callable[[], Any], hw: Callable[[], Any]) -> tuple[float, float]:
+    """Best seconds of each side over ``reps`` runs, taking turns (and turns at going first)."""
+    best = [math.inf, math.inf]
+    for rep in range(reps):
+        for side in ((0, 1), (1, 0))[rep % 2]:
+            best[side] = min(best[side], timed((rp, hw)[side])[0])
+    return best[0], best[1]
+
+
+def measure(conn: redis.Redis, reps: int) -> list[tuple[str, float, float]]:
+    """``(operation, repocket µs, hand-written µs)`` per write."""
+    out = []
+    for model, history in ((Audited, 0), (Versioned, 10)):
+        out += _measure(model, HandWrittenChanges(conn, model, history), reps)
+    return out
+
+
+def _measure(model: type[ActiveRecord], hand: HandWrittenChanges, reps: int) -> list[tuple[str, float, float]]:
+    label = "changes" + (" + history" if hand.history else "")
+
+    def create_rp() -> None:
+        for n in range(WRITES):
+            model.objects.create(name=f"n{n}", count=n, note="created")
+
+    def create_hw() -> None:
+        for n in range(WRITES):
+            hand.write(str(uuid.uuid1()), {"name": f"n{n}", "count": n, "note": "created"}, None)
+
+    rp_create, hw_create = _pair(reps, create_rp, create_hw)
+    records = list(model.objects.all()[:WRITES])
+    hand_ids = [str(uuid.uuid1()) for _ in range(WRITES)]
+    for pk in hand_ids:
+        hand.write(pk, {"name": "x", "count": 0, "note": "updated 0"}, None)
+    turns = {"rp": 0, "hw": 0}
+
+    def update_rp() -> None:
+        turns["rp"] += 1
+        for record in records:
+            record.note = f"updated {turns['rp']}"
+            record.save()
+
+    def update_hw() -> None:
+        old = hand._encoded({"note": f"updated {turns['hw']}"})
+        turns["hw"] += 1
+        for pk in hand_ids:
+            hand.write(pk, {"note": f"updated {turns['hw']}"}, old)
+
+    rp_update, hw_update = _pair(reps, update_rp, update_hw)
+    return [(f"create, {label}", rp_create / WRITES * 1e6, hw_create / WRITES * 1e6),
+            (f"update one field, {label}", rp_update / WRITES * 1e6, hw_update / WRITES * 1e6)]
+
+
+def table(rows: list[tuple[str, float, float]]) -> str:
+    """The rows as text, with each ratio's verdict against :data:`TARGET`."""
+    lines = [f"{'write (µs each)':<34}{'repocket':>10}{'MULTI':>10}{'ratio':>8}  target ≤ {TARGET}"]
+    for name, rp, hw in rows:
+        ratio = rp / hw
+        lines.append(f"{name:<34}{rp:>10.1f}{hw:>10.1f}{ratio:>8.2f}  {'met' if ratio <= TARGET else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def missed(rows: list[tuple[str, float, float]]) -> list[str]:
+    """The rows whose ratio is over :data:`TARGET`, as phrases."""
+    return [f"{name}: {rp / hw:.2f}x the hand-written MULTI (target ≤ {TARGET})"
+            for name, rp, hw in rows if rp / hw > TARGET]
