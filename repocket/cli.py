@@ -110,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--from", dest="source", default=None, type=_source,
                       help="where they are: 'standalone' (the keys of one server) or a partition count "
                            "(default: the model's Meta.moving_from, else 'standalone')")
+    replicate = sub.add_parser(
+        "replicate", parents=[common],
+        help="apply a model's changes (Meta.changes) to another Redis, with progress and lag, until interrupted",
+    )
+    replicate.add_argument("model", help=model_help)
+    replicate.add_argument("--to", dest="target", required=True, help="the replica's Redis URL")
+    replicate.add_argument("--name", default="replica", help="the replica's name (its bookkeeping in the target)")
+    replicate.add_argument("--interval", type=float, default=1.0, help="seconds between passes once caught up")
+    replicate.add_argument("--once", action="store_true", help="stop once caught up")
+    replicate.add_argument("--resync", action="store_true",
+                           help="rebuild the replica from the primary's records first (also done when it fell "
+                                "behind the trimming)")
     server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
     server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
     where = server.add_mutually_exclusive_group()
@@ -136,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(model, args.to)
         if args.command == "repartition":
             return _repartition(model, args.source)
+        if args.command == "replicate":
+            return _replicate(model, args)
         return _check(model, repair=args.repair)
     except (_CliError, errors.RepocketError, redis.RedisError) as exc:
         return _fail(str(exc))
@@ -232,6 +246,39 @@ def _repartition(model: type[repocket.ActiveRecord], source: int | str | None) -
     where = "the standalone layout" if source == "standalone" else f"{source} partitions"
     print(f"{model._meta.label}: {moved} records moved from {where} into its {model._meta.partitions} partitions")
     return OK
+
+
+def _replicate(model: type[repocket.ActiveRecord], args: argparse.Namespace) -> int:
+    """Run a :class:`~repocket.replicas.Replica` pass after pass, printing progress and lag, until a signal
+    (or, with ``--once``, until caught up)."""
+    from repocket.replicas import Replica
+
+    target = redis.Redis.from_url(args.target)
+    replica = Replica(model, target=target, name=args.name)
+    label = model._meta.label
+    previous = _on_stop_signals(_raise_stopped)
+    try:
+        if args.resync:
+            print(f"{label}: resynced {replica.resync()} records", flush=True)
+        while True:
+            try:
+                read = replica.sync()
+            except errors.ChangesTrimmedError as exc:
+                print(f"{label}: behind the trimming ({exc.trimmed}): resyncing", flush=True)
+                print(f"{label}: resynced {replica.resync()} records", flush=True)
+                continue
+            lag = replica.lag()
+            print(f"{label}: applied {replica.applied}, skipped {replica.skipped}, gaps {len(replica.gaps)}, "
+                  f"lag {'-' if lag is None else f'{lag.total_seconds():.3f} s'}", flush=True)
+            if read == 0 and args.once:
+                return OK
+            if read == 0:
+                time.sleep(args.interval)
+    except (KeyboardInterrupt, _Stopped):
+        return OK
+    finally:
+        _restore_signals(previous)
+        target.close()
 
 
 def _check(model: type[repocket.ActiveRecord], *, repair: bool) -> int:

@@ -233,7 +233,7 @@ class Manager(Generic[M]):
         (``repocket.changes.position(changes)``) to read on exactly.
 
         Raises:
-            ChangesTrimmedError: the trimming removed changes after ``since``.
+            repocket.errors.ChangesTrimmedError: the trimming removed changes after ``since``.
         """
         return clients.run(changes_plan.read(self.model._meta, since, limit), self._connection)
 
@@ -255,7 +255,7 @@ class Manager(Generic[M]):
         """The version ``revision`` of the record ``pk`` (``Meta.history``), read-only.
 
         Raises:
-            DoesNotExist: the history kept holds no such version.
+            Model.DoesNotExist: the history kept holds no such version.
         """
         return clients.run(changes_plan.as_of(self.model._meta, str(pk), revision), self._connection)  # type: ignore[return-value]
 

@@ -109,7 +109,7 @@ def read(meta: ModelOptions, since: Any = None, limit: int | None = None) -> Pla
     on from the last change returned misses nothing.
 
     Raises:
-        ChangesTrimmedError: the trimming removed changes after ``since``.
+        repocket.errors.ChangesTrimmedError: the trimming removed changes after ``since``.
     """
     _changing(meta)
     views = meta.views()
@@ -264,7 +264,7 @@ def as_of(meta: ModelOptions, pk: str, revision: int) -> Plan[ActiveRecord]:
     """The version ``revision`` of the record ``pk``, if ``Meta.history`` still keeps it.
 
     Raises:
-        DoesNotExist: no kept version has that revision.
+        Model.DoesNotExist: no kept version has that revision.
     """
     for version in (yield from history(meta, pk)):
         if version._snapshot.revision == revision:

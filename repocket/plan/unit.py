@@ -23,7 +23,7 @@ from repocket import errors, keys
 from repocket.plan.rounds import Hooks, Plan
 
 if TYPE_CHECKING:
-    from repocket.indexes import WritePlan
+    from repocket import indexes
     from repocket.options import ModelOptions
     from repocket.plan.write import WriteJob
 
@@ -34,11 +34,11 @@ __all__ = ["ACTIVE", "Unit"]
 class Unit:
     """The writes buffered by an open ``atomic()`` block, and the hooks that run once they are written."""
 
-    #: The jobs, each with the model options (partition) it writes to and its plan, made when it was buffered.
-    jobs: list[tuple[ModelOptions, WriteJob, WritePlan]] = field(default_factory=list)
+    # The jobs, each with the model options (partition) it writes to and its plan, made when it was buffered.
+    jobs: list[tuple[ModelOptions, WriteJob, indexes.WritePlan]] = field(default_factory=list)
     #: The ``after_*`` hook and receiver calls, run after the commit.
     after: list[tuple[Any, tuple[Any, ...]]] = field(default_factory=list)
-    #: The record keys written so far: each may be written once per unit.
+    #: The record keys written so far, each at most once per unit.
     written: dict[str, str] = field(default_factory=dict)
     #: Whether the commit is sending the jobs (run_writes sends them, then).
     committing: bool = False
