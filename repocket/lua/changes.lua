@@ -58,21 +58,27 @@ end
 
 -- What a change entry needs of a record's hash before its writes, given the
 -- record's write ops (ARGV[from] up to ARGV[stop]): the fields they set or
--- delete (HMGET), or the whole hash when the writes delete it or a history
--- keeps whole versions (HGETALL). nil when the hash does not exist.
-local function before_writes(c, hash, present, from, stop, arity)
+-- delete (from ``guarded``, the values its guard checks found, when each of
+-- them was guarded; else HMGET), or the whole hash when the writes delete it
+-- or a history keeps whole versions (HGETALL). nil when the hash does not exist.
+local function before_writes(c, hash, present, from, stop, arity, guarded)
   if not present then return nil end
-  local names, whole = {}, c.history ~= false
+  local names, whole, known = {}, c.history ~= false, true
   local j = from
   while j < stop do
     local op = ARGV[j]
-    if op == "hset" or op == "hdel" then names[#names + 1] = ARGV[j + 1]
+    if op == "hset" or op == "hdel" then
+      names[#names + 1] = ARGV[j + 1]
+      if guarded[ARGV[j + 1]] == nil then known = false end
     elseif op == "del" and ARGV[j + 1] == "1" then whole = true end
     j = j + arity[op]
   end
   if whole then return snapshot(hash) end
   local out = {}
-  if #names > 0 then
+  if known then
+    -- every field written was guarded: the check phase saw its stored value (false: absent)
+    for _, name in ipairs(names) do if guarded[name] then out[name] = guarded[name] end end
+  elseif #names > 0 then
     local values = redis.call("HMGET", hash, unpack(names))
     for n, name in ipairs(names) do if values[n] then out[name] = values[n] end end
   end

@@ -183,7 +183,7 @@ local i, base = 3, 0
 for r = 1, tonumber(ARGV[1]) do
   local nkeys, nchecks, nwrites = tonumber(ARGV[i]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local first = i + 4
-  local rec = {base = base, nkeys = nkeys, types = ARGV[i + 1],
+  local rec = {base = base, nkeys = nkeys, types = ARGV[i + 1], guarded = {},
                checks = first, writes = first + nchecks, stop = first + nchecks + nwrites}
   if nkeys < 2 or #rec.types ~= nkeys or base + nkeys > #KEYS or rec.stop - 1 > #ARGV then
     return redis.error_reply("repocket: malformed write plan for record " .. r)
@@ -260,6 +260,7 @@ local function check(rec)
         conflicts[#conflicts + 1] = ARGV[j + 1]
         conflicts[#conflicts + 1] = current
       end
+      rec.guarded[ARGV[j + 1]] = current
     elseif op == "fenced" then
       if redis.call("SISMEMBER", KEYS[rec.base + tonumber(ARGV[j + 1])], ARGV[j + 2]) == 1 then
         return {"revoked", ARGV[j + 2]}
@@ -366,7 +367,7 @@ for _, rec in ipairs(records) do
     change = {stream = k(1), revisions = k(2), trimmed = k(3), history = k(4), id = ARGV[c + 5],
               actor = ARGV[c + 6], op = ARGV[c + 7], trim = ARGV[c + 8], limit = tonumber(ARGV[c + 9]),
               keep = tonumber(ARGV[c + 10])}
-    before = before_writes(change, hash, rec.present, rec.writes, rec.stop, write_arity)
+    before = before_writes(change, hash, rec.present, rec.writes, rec.stop, write_arity, rec.guarded)
     extra = {}
   end
   -- the same fields after the writes (nil once the hash is deleted), kept as they are written
