@@ -321,7 +321,7 @@ def _new_plan(meta: ModelOptions, pk: str, op: str = "") -> WritePlan:
         plan.write("change",
                    plan.slot(meta.changes_key, "x") if meta.changes else 0,
                    plan.slot(keys.revisions_key(meta.prefix), "h"),
-                   plan.slot(keys.trimmed_key(meta.prefix), "h") if meta.changes else 0,
+                   plan.slot(keys.trimmed_key(meta.prefix), "h") if policy != "none" else 0,
                    plan.slot(keys.history_key(meta.prefix, pk), "x") if meta.history else 0,
                    pk, changes.ACTOR.get(), op, policy, limit, meta.history)
     return plan
