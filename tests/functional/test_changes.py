@@ -352,3 +352,14 @@ def test_on_a_cluster_each_partition_has_its_stream_and_reads_merge_them(cluster
     assert sorted(c.stream_id for c in got) == sorted(c.stream_id for c in Order.objects.changes())
     assert feed.read() == []
     assert [v.status for v in orders[0].history()] == ["moved on", "c"]
+
+
+def test_bulk_writes_record_a_change_per_record(repocket_connection: redis_py.Redis) -> None:
+    made = Order.objects.bulk_create([Order(number=n, status="bulk") for n in range(3)])
+    Order.objects.filter(status="bulk").update(status="done")
+    Order.objects.filter(number__gte=1).delete()
+    by_id: dict[str, list[str]] = defaultdict(list)
+    for change in Order.objects.changes():
+        by_id[change.id].append(change.op)
+    assert by_id == {str(made[0].pk): ["create", "update"], str(made[1].pk): ["create", "update", "delete"],
+                     str(made[2].pk): ["create", "update", "delete"]}
