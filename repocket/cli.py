@@ -1,12 +1,18 @@
-"""The ``repocket`` command line: ``--version``, ``check``, ``reindex``, ``migrate-format``, ``repartition``, ``server``.
+"""The ``repocket`` command line (docs/cli.rst): look at a model's data, and maintain it.
 
 ::
 
-    repocket check [--url URL [--cluster]] [--repair] module.Model     # or module:Model
-    repocket reindex [--url URL [--cluster]] module.Model
-    repocket migrate-format [--url URL [--cluster]] [--to plain|envelope] module.Model
-    repocket repartition [--url URL [--cluster]] [--from standalone|N] module.Model
+    repocket ls [--url URL [--cluster]] module.Model [--filter F=V ...] [--order=-F] [--limit N] [--json]
+    repocket count module.Model [--filter F=V ...]
+    repocket inspect KEY [--model module.Model]
+    repocket stats module.Model|module ...
+    repocket check [--repair] module.Model     # or module:Model
+    repocket reindex module.Model
+    repocket migrate-format [--to plain|envelope] module.Model
+    repocket repartition [--from standalone|N] module.Model
+    repocket replicate module.Model --to URL [--once] [--resync]
     repocket server [--path DIR] [--port PORT | --unix-socket PATH]
+    repocket demo
 
 ``--url`` may come before or after the command; without it, ``$REDIS_URL``,
 else ``localhost:6379`` database 0. With ``--cluster``, the URL names a node of
@@ -20,8 +26,9 @@ Exit status:
   records, broken pointers and orphan ByteStreams are never repaired); or the
   server of ``repocket server`` exited on its own.
 - ``2``: a usage error, a module that cannot be imported, a name that is not a
-  model, Redis unreachable or refusing, or any other repocket error. The error
-  is one line on stderr, never a traceback.
+  model, an unknown field in a filter, a key that is not a record, Redis
+  unreachable or refusing, or any other repocket error. The error is one line
+  on stderr, never a traceback.
 
 ``repocket server`` runs until Ctrl-C, SIGTERM or SIGHUP, and stops its
 ``redis-server`` by its PID before exiting.
@@ -45,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 import repocket
-from repocket import errors, formats
+from repocket import console, errors, formats
 
 if TYPE_CHECKING:
     from repocket.checks import CheckReport
@@ -122,6 +129,26 @@ def _parser() -> argparse.ArgumentParser:
     replicate.add_argument("--resync", action="store_true",
                            help="rebuild the replica from the primary's records first (also done when it fell "
                                 "behind the trimming)")
+    inspect = sub.add_parser("inspect", parents=[common],
+                             help="one stored record, field by field: type and value next to the raw form")
+    inspect.add_argument("key", help="the record's hash key (redis-cli KEYS shows them)")
+    inspect.add_argument("--model", default=None, help="the record's model (for a plain-format record's types, "
+                                                        "its ByteStreams and secrets)")
+    ls = sub.add_parser("ls", parents=[common], help="a model's records as a table, or JSON lines")
+    ls.add_argument("model", help=model_help)
+    ls.add_argument("--filter", action="append", default=[], metavar="FIELD[__LOOKUP]=VALUE",
+                    help="a filter() lookup; repeat for more (__in takes a comma-separated list)")
+    ls.add_argument("--order", action="append", default=[], metavar="[-]FIELD", help="order_by() a field")
+    ls.add_argument("--limit", type=int, default=20, help="records shown (default 20; 0: all)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line (to_dict(simple=True))")
+    count = sub.add_parser("count", parents=[common], help="how many records match")
+    count.add_argument("model", help=model_help)
+    count.add_argument("--filter", action="append", default=[], metavar="FIELD[__LOOKUP]=VALUE",
+                       help="a filter() lookup; repeat for more")
+    stats = sub.add_parser("stats", parents=[common],
+                           help="records, bytes per record (sampled MEMORY USAGE), index keys, per model")
+    stats.add_argument("model", nargs="*", help="models (module.Model, or a module: all its models)")
+    sub.add_parser("demo", help="run the original repocket tutorial on an embedded redis-server")
     server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
     server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
     where = server.add_mutually_exclusive_group()
@@ -140,8 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "server":
             return _serve(args.path, port=args.port, unix_socket=args.unix_socket)
+        if args.command == "demo":
+            return _demo()
         _configure(getattr(args, "url", None), cluster=getattr(args, "cluster", False))
+        if args.command == "inspect":
+            return _inspect(args.key, _load_model(args.model) if args.model else None)
+        if args.command == "stats":
+            return _stats(args.model)
         model = _load_model(args.model)
+        if args.command == "ls":
+            return _ls(model, args)
+        if args.command == "count":
+            return _count(model, args.filter)
         if args.command == "reindex":
             return _reindex(model)
         if args.command == "migrate-format":
@@ -151,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replicate":
             return _replicate(model, args)
         return _check(model, repair=args.repair)
-    except (_CliError, errors.RepocketError, redis.RedisError) as exc:
+    except (_CliError, errors.RepocketError, redis.RedisError, ValueError) as exc:
         return _fail(str(exc))
 
 
@@ -216,16 +253,18 @@ def _import(module_name: str) -> Any:
 
 
 def _reindex(model: type[repocket.ActiveRecord]) -> int:
-    """Run ``reindex()`` with progress on stderr."""
-    total = model.objects.reindex(progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
+    """Run ``reindex()`` with a progress bar on stderr."""
+    with console.progress(f"reindex {model.__name__}") as shown:
+        total = model.objects.reindex(progress=shown)
     print(f"indexed {total} {model._meta.label} records")
     return OK
 
 
 def _migrate(model: type[repocket.ActiveRecord], to: str | None) -> int:
-    """Run ``migrate_format()`` with progress on stderr."""
+    """Run ``migrate_format()`` with a progress bar on stderr (resumable: run it again after Ctrl-C)."""
     target = to or model._meta.format.name
-    rewritten = model.objects.migrate_format(to, progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
+    with console.progress(f"migrate {model.__name__}") as shown:
+        rewritten = model.objects.migrate_format(to, progress=shown)
     print(f"{model._meta.label}: {rewritten} records rewritten; every record is stored in the {target} format")
     return OK
 
@@ -241,10 +280,73 @@ def _source(text: str) -> int | str:
 
 def _repartition(model: type[repocket.ActiveRecord], source: int | str | None) -> int:
     """Run ``repartition()`` with progress on stderr."""
-    moved = model.objects.repartition(source, progress=lambda done, of: print(f"{done}/{of}", file=sys.stderr))
+    with console.progress(f"repartition {model.__name__}") as shown:
+        moved = model.objects.repartition(source, progress=shown)
     source = source or model._meta.moving_from or "standalone"
     where = "the standalone layout" if source == "standalone" else f"{source} partitions"
     print(f"{model._meta.label}: {moved} records moved from {where} into its {model._meta.partitions} partitions")
+    return OK
+
+
+def _inspect(key: str, model: type[repocket.ActiveRecord] | None) -> int:
+    """Print one stored record, field by field."""
+    from repocket.connections import configure
+
+    if model is None:
+        print("repocket: no --model: types come from the envelopes, and secret attributes are shown as stored",
+              file=sys.stderr)
+    console.console().print(console.inspect_key(configure.get_connection(), key, model))
+    return OK
+
+
+def _ls(model: type[repocket.ActiveRecord], args: argparse.Namespace) -> int:
+    """Print a model's records (filtered, ordered, at most ``--limit``), as a table or JSON lines."""
+    query = model.objects.filter(**console.filters(model, args.filter))
+    if args.order:
+        query = query.order_by(*args.order)
+    records = list(query[:args.limit] if args.limit else query)
+    if args.json:
+        for record in records:
+            print(console.json_line(record))
+        return OK
+    console.console().print(console.records_table(model, records))
+    return OK
+
+
+def _count(model: type[repocket.ActiveRecord], texts: Sequence[str]) -> int:
+    """Print how many records match the filters."""
+    print(model.objects.filter(**console.filters(model, texts)).count())
+    return OK
+
+
+def _stats(specs: Sequence[str]) -> int:
+    """Print the statistics table of the models named (a module names all its models)."""
+    from repocket.connections import configure
+
+    models: list[type[repocket.ActiveRecord]] = []
+    for spec in specs:
+        try:
+            models.append(_load_model(spec))
+        except _CliError:  # a module: every model it declares
+            module = _import(spec)
+            models += [value for value in vars(module).values() if isinstance(value, type)
+                       and issubclass(value, repocket.ActiveRecord) and value is not repocket.ActiveRecord
+                       and value.__module__ == module.__name__]
+    if not models:
+        raise _CliError("name the models (module.Model, or a module holding them)")
+    console.console().print(console.stats_table(configure.get_connection(), models))
+    return OK
+
+
+def _demo() -> int:
+    """Run the original repocket tutorial (examples/tutorial.py) on an embedded redis-server."""
+    import runpy
+    from pathlib import Path
+
+    tutorial = Path(__file__).resolve().parent.parent / "examples" / "tutorial.py"
+    if not tutorial.exists():
+        raise _CliError(f"the tutorial is in the source tree ({tutorial}), which this install does not have")
+    runpy.run_path(str(tutorial), run_name="__main__")
     return OK
 
 

@@ -20,3 +20,15 @@ class Scroll(ActiveRecord):
         partitions = 4
 
     title = attributes.Unicode(index=True)
+
+
+class Potion(ActiveRecord):
+    """Several attribute types, for ``repocket inspect``, ``ls``, ``count`` and ``stats``."""
+
+    class Meta:
+        namespace = "cli"
+
+    name = attributes.Unicode(index=True)
+    strength = attributes.Integer(index=True)
+    secret_formula = attributes.Unicode(secret=True, null=True)
+    notes = attributes.ByteStream()
