@@ -12,6 +12,7 @@
     repocket repartition [--from standalone|N] module.Model
     repocket replicate module.Model --to URL [--once] [--resync]
     repocket server [--path DIR] [--port PORT | --unix-socket PATH]
+    repocket shell [module ...]
     repocket demo
 
 ``--url`` may come before or after the command; without it, ``$REDIS_URL``,
@@ -148,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", parents=[common],
                            help="records, bytes per record (sampled MEMORY USAGE), index keys, per model")
     stats.add_argument("model", nargs="*", help="models (module.Model, or a module: all its models)")
+    shell = sub.add_parser("shell", parents=[common],
+                           help="IPython (or the standard console) with the connection configured and models imported")
+    shell.add_argument("module", nargs="*", help="modules whose models are imported into the shell")
     sub.add_parser("demo", help="run the original repocket tutorial on an embedded redis-server")
     server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
     server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
@@ -174,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inspect(args.key, _load_model(args.model) if args.model else None)
         if args.command == "stats":
             return _stats(args.model)
+        if args.command == "shell":
+            return _shell(args.module)
         model = _load_model(args.model)
         if args.command == "ls":
             return _ls(model, args)
@@ -335,6 +341,35 @@ def _stats(specs: Sequence[str]) -> int:
     if not models:
         raise _CliError("name the models (module.Model, or a module holding them)")
     console.console().print(console.stats_table(configure.get_connection(), models))
+    return OK
+
+
+def _shell_namespace(modules: Sequence[str]) -> dict[str, Any]:
+    """What the shell starts with: repocket, its connection, and every model the ``modules`` declare."""
+    from repocket.connections import configure
+
+    namespace: dict[str, Any] = {"repocket": repocket, "connection": configure.get_connection()}
+    for name in modules:
+        module = _import(name)
+        namespace.update({key: value for key, value in vars(module).items() if isinstance(value, type)
+                          and issubclass(value, repocket.ActiveRecord) and value.__module__ == module.__name__})
+    return namespace
+
+
+def _shell(modules: Sequence[str]) -> int:
+    """Start IPython if it is installed, else the standard console, with :func:`_shell_namespace`."""
+    namespace = _shell_namespace(modules)
+    models = sorted(key for key, value in namespace.items() if isinstance(value, type))
+    banner = f"repocket {repocket.__version__}; models: {', '.join(models) or 'none'}; `connection` is configured"
+    try:
+        from IPython import start_ipython
+    except ImportError:
+        import code
+
+        code.interact(banner=banner, local=namespace)
+        return OK
+    print(banner)
+    start_ipython(argv=[], user_ns=namespace)
     return OK
 
 

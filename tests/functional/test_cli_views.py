@@ -127,3 +127,13 @@ def test_ls_json_lines_through_the_console_script(potions: list[Potion], redis_u
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(line["name"], line["secret_formula"], line["notes"]) for line in lines] == [
         ("Amortentia", "***", "brew"), ("Felix", "***", "brew")]
+
+
+def test_shell_starts_with_the_connection_and_the_models(potions: list[Potion], redis_url: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "repocket", "shell", "tests.functional.cli_models", "--url",
+                           redis_url], input="print(Potion.objects.count(), connection.ping())\n",
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "3 True" in done.stdout
+    assert "models: Potion, Scroll, Spell" in done.stdout + done.stderr
