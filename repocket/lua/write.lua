@@ -245,6 +245,13 @@ local function check(rec)
     local problem = version_problem(raw, rec.bump)
     if problem then return {"corrupt", "_version", problem, string.sub(raw, 1, 64)} end
   end
+  -- So must the record's revision counter, which a change op adds to after the writes (changes.lua).
+  if rec.change then
+    local revisions = KEYS[rec.base + tonumber(ARGV[rec.change + 2])]
+    local raw = redis.call("HGET", revisions, ARGV[rec.change + 5])
+    local problem = version_problem(raw, true)
+    if problem then return {"corrupt", "revision in " .. revisions, problem, string.sub(raw, 1, 64)} end
+  end
   local conflicts = {}
   local j = rec.checks
   while j < rec.writes do

@@ -284,7 +284,7 @@ def _stored_data_error(record: str, reply: list[Any]) -> errors.CorruptRecordErr
 
     ``{"wrongtype", key, type}``: a key of the wrong Redis type.
     ``{"corrupt", field, problem, value}``: a stored value a write command would fail on
-    (only ``_version`` so far, which is never secret).
+    (``_version``, or the record's revision in ``<prefix>:_revisions``: never secret).
     """
     if reply[0] == b"wrongtype":
         key, have = _text(reply[1]), _text(reply[2])

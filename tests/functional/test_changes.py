@@ -363,3 +363,13 @@ def test_bulk_writes_record_a_change_per_record(repocket_connection: redis_py.Re
         by_id[change.id].append(change.op)
     assert by_id == {str(made[0].pk): ["create", "update"], str(made[1].pk): ["create", "update", "delete"],
                      str(made[2].pk): ["create", "update", "delete"]}
+
+
+def test_a_corrupt_revision_counter_refuses_the_write_before_anything_is_written(
+        repocket_connection: redis_py.Redis) -> None:
+    order = Order.objects.create(number=1, status="new")
+    repocket_connection.hset(f"{Order._meta.for_pk(order.pk).prefix}:_revisions", str(order.pk), "not a number")
+    order.status = "paid"
+    with pytest.raises(errors.CorruptRecordError, match="_revisions.*not a plain non-negative integer"):
+        order.save()  # (HINCRBY would fail after the record's writes: refused in the check phase instead)
+    assert Order.objects.get(order.pk).status == "new" and len(Order.objects.changes()) == 1
