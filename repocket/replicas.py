@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -107,36 +107,45 @@ class Replica:
             return None
         return found
 
-    def _keep(self, record: str, **values: Any) -> None:
-        """Write (buffered, in the open block) the replica's bookkeeping of ``record`` ("": the position)."""
+    def _keep(self, record: str, found: ReplicaState | None, **values: Any) -> None:
+        """Write (buffered, in the open block) the replica's bookkeeping of ``record`` ("": the position),
+        over ``found``, its record as read (None: a new one)."""
         if self.state is None:
             return
-        found = self._state(record) or ReplicaState(id=self._state_id(record), replica=self.name,
-                                                    model=self.model._meta.label, record=record)
+        found = found or ReplicaState(id=self._state_id(record), replica=self.name, model=self.model._meta.label,
+                                      record=record)
         for name, value in values.items():
             setattr(found, name, value)
         found.save(connection=self.state)
 
+    def _applied(self, record: str) -> tuple[ReplicaState | None, int]:
+        """The bookkeeping record of ``record`` (one read, None in memory) and the revision applied last."""
+        if self.state is None:
+            return None, self._revisions.get(record, 0)
+        found = self._state(record)
+        return found, found.revision if found is not None else 0
+
+    def _where(self) -> tuple[ReplicaState | None, dict[int, str]]:
+        """The bookkeeping record of the position (one read, None in memory) and the position."""
+        if self.state is None:
+            return None, dict(self._position)
+        found = self._state("")
+        return found, {int(k): v for k, v in (found.position or {}).items()} if found is not None else {}
+
     def revision(self, record: str) -> int:
         """The revision of ``record`` this replica applied last (0: none)."""
-        if self.state is None:
-            return self._revisions.get(record, 0)
-        found = self._state(record)
-        return found.revision if found is not None else 0
+        return self._applied(record)[1]
 
     @property
     def position(self) -> dict[int, str]:
         """The last stream id the replica applied in each partition, which is where it stands."""
-        if self.state is None:
-            return dict(self._position)
-        found = self._state("")
-        return {int(k): v for k, v in (found.position or {}).items()} if found is not None else {}
+        return self._where()[1]
 
     # -- applying ------------------------------------------------------------------------
 
     def apply(self, change: Change) -> bool:
         """Apply one change unless its revision is applied already; whether it was applied."""
-        done = self.revision(change.id)
+        kept, done = self._applied(change.id)
         if change.revision <= done:
             self.skipped += 1
             return False
@@ -152,9 +161,9 @@ class Replica:
             else:
                 clients.run(_apply(self.model._meta, change), self.target)
                 revision = change.revision
-            self._keep(change.id, revision=revision)
-            moved = position([change], self.position)
-            self._keep("", position={str(k): v for k, v in moved.items()})
+            self._keep(change.id, kept, revision=revision)
+            at, here = self._where()
+            self._keep("", at, position={str(k): v for k, v in position([change], here).items()})
         if self.state is None:
             self._revisions[change.id] = revision
             self._position[change.partition] = change.stream_id
@@ -199,7 +208,7 @@ class Replica:
                     view = meta.for_pk(pk)
                     clients.run(_overwrite(view, pk, (record._stored or {}, dict(record._stored_streams))),
                                 self.target)
-                self._keep(pk, revision=revisions.get(pk, 0))
+                self._keep(pk, self._state(pk), revision=revisions.get(pk, 0))
             if self.state is None:
                 self._revisions[pk] = revisions.get(pk, 0)
             copied += 1
@@ -208,7 +217,7 @@ class Replica:
                 if str(stale.pk) not in present:
                     stale.delete(connection=self.target)
         with atomic(connection=self.state):
-            self._keep("", position={str(k): v for k, v in tips.items()})
+            self._keep("", self._where()[0], position={str(k): v for k, v in tips.items()})
         self._position = dict(tips)
         return copied
 
@@ -316,7 +325,3 @@ def _tips_and_revisions(meta: ModelOptions) -> Plan[tuple[dict[int, str], dict[s
         revisions.update({pk.decode(): int(count) for pk, count in counts.items()})
     return tips, revisions
 
-
-def replicate(replicas: Sequence[Replica], limit: int | None = None) -> int:
-    """One pass of :meth:`Replica.sync` over several replicas; how many changes were read."""
-    return sum(replica.sync(limit) for replica in replicas)
