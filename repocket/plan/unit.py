@@ -39,9 +39,7 @@ class Unit:
     #: The ``after_*`` hook and receiver calls, run after the commit.
     after: list[tuple[Any, tuple[Any, ...]]] = field(default_factory=list)
     #: The record keys written so far, each at most once per unit.
-    written: dict[str, str] = field(default_factory=dict)
-    #: Whether the commit is sending the jobs (run_writes sends them, then).
-    committing: bool = False
+    written: set[str] = field(default_factory=set)
 
     def add(self, meta: ModelOptions, jobs: Sequence[WriteJob]) -> None:
         """Buffer ``jobs``, planned now (from what the instances hold now), refusing a record written twice."""
@@ -53,7 +51,7 @@ class Unit:
                     f"{meta.label}: {key} is written twice in one atomic() block, which one script call cannot "
                     "check in order; write it once, at the end of the block. Nothing was written",
                     model=meta.label, field=None, value=None, expected="one write per record and block")
-            self.written[key] = meta.label
+            self.written.add(key)
         self.jobs += planned
 
     def commit(self) -> Plan[None]:
@@ -69,7 +67,6 @@ class Unit:
                     raise errors.CrossPartitionError(
                         f"an atomic() block writes to {len(slots)} slots of the cluster ({', '.join(names)}), which "
                         "one script call cannot do; nothing was written. Keep a block within one partition")
-            self.committing = True
             yield from write.run_planned(meta, self.jobs)
         if self.after:
             yield Hooks(self.after)
@@ -80,6 +77,6 @@ ACTIVE: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("repocket_u
 
 
 def open_unit() -> Unit | None:
-    """The unit writes go to now, or None: they are sent at once."""
-    unit = ACTIVE.get()
-    return unit if unit is not None and not unit.committing else None
+    """The unit writes go to now, or None: they are sent at once (a block commits once it is closed, so
+    its own commit, and the hooks it runs, write at once)."""
+    return ACTIVE.get()
