@@ -325,6 +325,12 @@ def _count(model: type[repocket.ActiveRecord], texts: Sequence[str]) -> int:
     return OK
 
 
+def _models_of(module: Any) -> dict[str, type[repocket.ActiveRecord]]:
+    """The models ``module`` declares (not those it imports), by name."""
+    return {name: value for name, value in vars(module).items() if isinstance(value, type)
+            and issubclass(value, repocket.ActiveRecord) and value.__module__ == module.__name__}
+
+
 def _stats(specs: Sequence[str]) -> int:
     """Print the statistics table of the models named (a module names all its models)."""
     from repocket.connections import configure
@@ -334,10 +340,7 @@ def _stats(specs: Sequence[str]) -> int:
         try:
             models.append(_load_model(spec))
         except _CliError:  # a module: every model it declares
-            module = _import(spec)
-            models += [value for value in vars(module).values() if isinstance(value, type)
-                       and issubclass(value, repocket.ActiveRecord) and value is not repocket.ActiveRecord
-                       and value.__module__ == module.__name__]
+            models += _models_of(_import(spec)).values()
     if not models:
         raise _CliError("name the models (module.Model, or a module holding them)")
     console.console().print(console.stats_table(configure.get_connection(), models))
@@ -350,9 +353,7 @@ def _shell_namespace(modules: Sequence[str]) -> dict[str, Any]:
 
     namespace: dict[str, Any] = {"repocket": repocket, "connection": configure.get_connection()}
     for name in modules:
-        module = _import(name)
-        namespace.update({key: value for key, value in vars(module).items() if isinstance(value, type)
-                          and issubclass(value, repocket.ActiveRecord) and value.__module__ == module.__name__})
+        namespace.update(_models_of(_import(name)))
     return namespace
 
 

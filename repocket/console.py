@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from rich.console import Console
@@ -203,8 +203,9 @@ def stats_table(client: redis.Redis, models: Sequence[type[ActiveRecord]]) -> Ta
     for model in models:
         meta = model._meta
         records = model.objects.using(client).count()
-        sample = [record._key() for record in model.objects.using(client).all()[:STATS_SAMPLE]]
-        sizes = [client.memory_usage(key) or 0 for key in sample]
+        sample = [view.key(_str(pk)) for view in meta.views()  # (ids only: no record is read)
+                  for pk in cast("list[bytes]", client.srandmember(view.ids_key, STATS_SAMPLE))]
+        sizes = [client.memory_usage(key) or 0 for key in sample[:STATS_SAMPLE]]
         bookkeeping, entries, total = 0, 0, 0
         for view in meta.views():
             for key in client.scan_iter(match=keys.escape_glob(view.prefix + ":") + "*", count=1000):

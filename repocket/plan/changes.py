@@ -94,6 +94,11 @@ def _order(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _by_time(change: Change) -> tuple[tuple[int, int], int]:
+    """The order of changes merged from several partitions' streams: by stream id (time), then partition."""
+    return _order(change.stream_id), change.partition
+
+
 def _start_of(position: Any, partition: int) -> str | None:
     since = position.get(partition) if isinstance(position, dict) else position
     return None if since is None else str(since)
@@ -131,7 +136,7 @@ def read(meta: ModelOptions, since: Any = None, limit: int | None = None) -> Pla
                 f"(Meta.changes); read from {_text(trimmed)}, or resync", model=meta.label,
                 since=since_here, trimmed=_text(trimmed))
         found += [_change(meta, number, stream_id, flat) for stream_id, flat in entries]
-    found.sort(key=lambda change: (_order(change.stream_id), change.partition))
+    found.sort(key=_by_time)
     if limit and len(found) > limit:
         cut = limit
         while cut > 0 and found[cut].stream_id == found[cut - 1].stream_id:
@@ -178,7 +183,7 @@ def read_group(meta: ModelOptions, group: str, consumer: str, count: int, block_
             found += [_change(meta, number, stream_id, flat) for stream_id, flat in entries if flat]
     if not found and block_ms and not blocking:  # (streams read without blocking: a pause before the next read)
         yield Sleep(min(block_ms / 1000, POLL_PAUSE))
-    return sorted(found, key=lambda change: (_order(change.stream_id), change.partition))
+    return sorted(found, key=_by_time)
 
 
 def claim(meta: ModelOptions, group: str, consumer: str, idle_ms: int, count: int) -> Plan[list[Change]]:
