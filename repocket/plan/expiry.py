@@ -173,8 +173,7 @@ def set_deadline(instance: ActiveRecord, seconds: Any) -> Plan[None]:
 
     def make_plan(job: write.WriteJob) -> WritePlan:
         plan = write._new_plan(view, pk)
-        plan.check("exists")
-        plan.check("alive")
+        write.check_alive(plan, view)
         deadline_writes(plan, view, pk, view.key(pk), ms, ())
         return plan
 

@@ -47,9 +47,7 @@ def _list_plan(meta: ModelOptions, pk: str, job: write.WriteJob, name: str,
     attr = meta.fields[name]
     record = meta.key(pk)
     plan = write._new_plan(meta, pk)
-    plan.check("exists")
-    if meta.expiring:
-        plan.check("alive")
+    write.check_alive(plan, meta)
     if check_version is not None:
         plan.check("version", str(check_version or ""))
     raw = (job.known_old or {}).get(name.encode())

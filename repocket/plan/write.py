@@ -327,6 +327,14 @@ def _new_plan(meta: ModelOptions, pk: str, op: str = "") -> WritePlan:
     return plan
 
 
+def check_alive(plan: WritePlan, meta: ModelOptions) -> None:
+    """Make ``plan`` need its record: stored, and for an expiring model not past its deadline (which the
+    writer purges, then raises DoesNotExist)."""
+    plan.check("exists")
+    if meta.expiring:
+        plan.check("alive")
+
+
 def _plan_index_change(plan: WritePlan, meta: ModelOptions, job: WriteJob, record: str, pk: str, name: str, new: Any) -> None:
     """Guard an indexed field, drop its old entries and add the new ones (``new`` may be _UNREADABLE: remove only)."""
     attr = meta.fields[name]
@@ -754,9 +762,7 @@ def increment(instance: ActiveRecord, name: str, amount: Any) -> Plan[Any]:
 
     def make_plan(job: WriteJob) -> WritePlan:
         plan = _new_plan(meta, pk, "incr")
-        plan.check("exists")
-        if meta.expiring:
-            plan.check("alive")
+        check_alive(plan, meta)
         if state["check_version"]:
             plan.check("version", str(instance._version or ""))
         # The guard checks our belief about the stored bytes; when it is wrong, the
@@ -871,9 +877,7 @@ def _append_plan(meta: ModelOptions, pk: str, key: str, chunk: bytes) -> Callabl
 
     def make_plan(job: WriteJob) -> WritePlan:
         plan = _new_plan(meta, pk, "append")
-        plan.check("exists")
-        if meta.expiring:
-            plan.check("alive")
+        check_alive(plan, meta)
         slot = plan.slot(key, "t")
         plan.write("append", slot, chunk)
         if meta.expiring:
