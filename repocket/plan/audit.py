@@ -241,7 +241,7 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
         and not (_tail(meta, entry[0]) == "_expiry" and entry[1] in loaded)  # (a live record's deadline)
     )
     report.missing_entries.sort()
-    report.expired = sorted(key for key in expired.values())
+    report.expired = sorted(expired.values())
     if repair and expired:
         report.repaired = (yield from _purge_expired(meta, expired, live, actual)) or report.repaired
     if repair and (report.missing_entries or report.stale_entries or report.wrong_type_keys):
@@ -279,8 +279,12 @@ def _purge_expired(meta: ModelOptions, expired: dict[str, str], stored: set[str]
                    actual: dict[tuple[str, str], tuple[str, str]]) -> Plan[bool]:
     """Purge the records past their deadline; for those whose key Redis deleted already (the grace
     over, so their values are unknown) remove the entries naming them, as stale ones are."""
-    for view in meta.views():
-        pks = [pk for pk, key in expired.items() if key in stored and meta.for_pk(pk).prefix == view.prefix]
+    by_view: dict[str, tuple[ModelOptions, list[str]]] = {}
+    for pk, key in expired.items():
+        if key in stored:
+            view = meta.for_pk(pk)
+            by_view.setdefault(view.prefix, (view, []))[1].append(pk)
+    for view, pks in by_view.values():
         for start in range(0, len(pks), expiry.PURGE_BATCH):
             yield from expiry.purge(view, pks[start:start + expiry.PURGE_BATCH])
     gone = {pk for pk, key in expired.items() if key not in stored}
