@@ -384,8 +384,14 @@ for _, rec in ipairs(records) do
     for f, v in pairs(before or {}) do after[f] = v end
   end
   local j = rec.writes
+  -- consecutive hset ops go out as one HSET (each redis.call has a cost of its own)
+  local pending = {}
   while j < rec.stop do
     local op = ARGV[j]
+    if op ~= "hset" and #pending > 0 then
+      redis.call("HSET", hash, unpack(pending))
+      pending = {}
+    end
     if change and (op == "set" or op == "append" or op == "del") and tonumber(ARGV[j + 1]) > 1
         and string.sub(rec.types, tonumber(ARGV[j + 1]), tonumber(ARGV[j + 1])) == "t" then
       local name = stream_name(KEYS[rec.base + tonumber(ARGV[j + 1])])
@@ -395,7 +401,8 @@ for _, rec in ipairs(records) do
     if op == "change" then
       -- (logged once the record's writes are done)
     elseif op == "hset" then
-      redis.call("HSET", hash, ARGV[j + 1], ARGV[j + 2])
+      pending[#pending + 1] = ARGV[j + 1]
+      pending[#pending + 1] = ARGV[j + 2]
       if after then after[ARGV[j + 1]] = ARGV[j + 2] end
     elseif op == "hdel" then
       redis.call("HDEL", hash, ARGV[j + 1])
@@ -439,6 +446,7 @@ for _, rec in ipairs(records) do
     end
     j = j + write_arity[op]
   end
+  if #pending > 0 then redis.call("HSET", hash, unpack(pending)) end
   if change then log_change(change, hash, before, after or nil, extra) end
   if rec.holds then redis.call("DEL", KEYS[rec.base + 2]) end
   out[#out + 1] = deleted
