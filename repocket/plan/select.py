@@ -1136,7 +1136,7 @@ def scattered(q: Query, chunk_size: int) -> Plan[Plan[None]]:
     if sources:
         here = {record._data[meta.pk] for run in current for record in run}
         runs = [[record for record in run if record._data[meta.pk] not in here] for run in runs]
-    merged = _merged(q, [record for run in [*runs, *current] for record in run])
+    merged = _in_query_order(q, [record for run in [*runs, *current] for record in run])
     return _emit(merged[q._low:q._high], chunk_size)
 
 
@@ -1151,7 +1151,7 @@ def flat(q: Query, chunk_size: int) -> Plan[Plan[None]]:
     found = yield from gather([_part_candidates(part) for part in parts(q)])
     ids = [pk for part_ids in found for pk in part_ids]
     records = yield from collect(fetch_matching(q, ids, 10**9, 0, None))
-    return _emit(_merged(q, records), chunk_size)
+    return _emit(_in_query_order(q, records), chunk_size)
 
 
 def _part_candidates(part: Query) -> Plan[list[str]]:
@@ -1160,8 +1160,12 @@ def _part_candidates(part: Query) -> Plan[list[str]]:
     return (yield from all_ids(part.meta)) if ids is None else ids
 
 
-def _merged(q: Query, records: list[Any]) -> list[Any]:
-    """Records of several partitions in the query's order, ties by id as on one partition."""
+def _in_query_order(q: Query, records: list[Any]) -> list[Any]:
+    """Records in the query's order, ties by id as a page orders them (:func:`index_order`).
+
+    So ``qs[:n]`` is always ``list(qs)[:n]``, whichever plan served each, on one
+    partition or merged from several.
+    """
     if len(q._order) == 1 and order_attr(q) is not None:  # as one partition's index orders them
         return index_order(records, q._order[0])
     if q._order:
@@ -1276,7 +1280,7 @@ def _related(meta: ModelOptions, field: str, records: list[Any], identity: dict[
 
 def _arranged(q: Query, records: list[Any], in_order: bool) -> list[Any]:
     """The loaded matches in the query's order, sliced unless they came as the slice already."""
-    records = sort_records(records, q._order)  # in order too: ties the index scores could not tell apart
+    records = _in_query_order(q, records)  # in order too: ties the index scores could not tell apart
     return records if in_order else records[q._low:q._high]
 
 

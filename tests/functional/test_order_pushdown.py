@@ -445,3 +445,13 @@ def test_a_count_of_one_lookup_is_one_round_trip(people: list[Person]) -> None:
         assert Person.objects.filter(tag="half").count() == 5000
     assert trips.count == 1
 
+
+
+@pytest.mark.parametrize("field", ["level", "-level", "ratio", "-ratio", "site", "-site"])
+def test_a_slice_is_the_start_of_the_whole_ordered_query(readings: list[Reading], field: str) -> None:
+    """Ties (many records share a value) come in the same order whether the query is sliced or not."""
+    for query in (Reading.objects.all(), Reading.objects.filter(site="a")):
+        whole = [str(r.id) for r in query.order_by(field)]
+        for high in (1, 3, 10, len(whole)):
+            assert [str(r.id) for r in query.order_by(field)[:high]] == whole[:high]
+        assert [str(r.id) for r in query.order_by(field).iterator(chunk_size=7)] == whole
