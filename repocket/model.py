@@ -461,6 +461,48 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
                 return False
         return True
 
+    # -- schemas ---------------------------------------------------------------
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of this model's records in their JSON form (``to_dict(simple=True)`` as JSON, Pointers as ids).
+
+        See :func:`repocket.schema.json_schema`.
+        """
+        from repocket import schema
+
+        return schema.json_schema(cls)
+
+    @classmethod
+    def pydantic_model(cls) -> type[Any]:
+        """A pydantic v2 model with this model's fields (the optional ``pydantic`` extra).
+
+        See :func:`repocket.schema.pydantic_model`.
+        """
+        from repocket import schema
+
+        return schema.pydantic_model(cls)
+
+    def to_pydantic(self) -> Any:
+        """This record as its :meth:`pydantic_model` instance; see :func:`repocket.schema.to_pydantic`."""
+        from repocket import schema
+
+        return schema.to_pydantic(self)
+
+    @classmethod
+    def from_pydantic(cls, obj: Any, *, connection: redis.Redis | None = None) -> Any:
+        """A new, unsaved record from a :meth:`pydantic_model` instance; see :func:`repocket.schema.from_pydantic`."""
+        from repocket import schema
+
+        return schema.from_pydantic(obj, connection=connection)
+
+    @classmethod
+    async def afrom_pydantic(cls, obj: Any, *, connection: aioredis.Redis | None = None) -> Any:
+        """The async twin of :meth:`from_pydantic`."""
+        from repocket import schema
+
+        return await schema.afrom_pydantic(obj, connection=connection)
+
     # -- persistence -----------------------------------------------------------
     # Each operation is one plan (repocket.plan), run by a sync method and by its
     # async twin (a-prefixed): the same commands, round trips and errors.
