@@ -52,7 +52,7 @@ nitpicky = True
 # must resolve.
 nitpick_ignore_regex = [
     (r"py:(class|obj|exc|data|func|meth)",
-     r"(redis|pytest|_pytest|os|pathlib|datetime|decimal|uuid|collections\.abc|typing|types|contextvars)\..*"),
+     r"(redis|pytest|_pytest|os|pathlib|datetime|decimal|uuid|collections\.abc|typing|types|contextvars|fastapi|starlette|pydantic)\..*"),
     (r"py:class", r"(Any|Callable|Iterator|Iterable|Sequence|ClassVar|Generic)(\[.*\])?"),
     (r"py:obj", r"repocket\..*\.T"),  # type variables of generic plans
 ]

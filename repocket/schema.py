@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DECIMAL_PATTERN", "MASK", "afrom_pydantic", "from_pydantic", "json_form", "json_schema", "pydantic_model",
-    "to_pydantic",
+    "read_value", "to_pydantic",
 ]
 
 #: What the JSON form shows for a ``secret=True`` value (as ``to_dict(simple=True)`` does).
@@ -160,7 +160,7 @@ def _from_json(attr: attributes.Attribute[Any], value: Any) -> Any:
     return value  # other ISO 8601 text ("Z"), UUIDs in any form uuid.UUID() takes, Unicode
 
 
-def _read(attr: attributes.Attribute[Any], value: Any) -> Any:
+def read_value(attr: attributes.Attribute[Any], value: Any) -> Any:
     """A body value as ``attr`` holds it: JSON values in the JSON form, Python objects as an assignment casts them.
 
     A Pointer holds its target's id. Raises repocket.errors.ValidationError.
@@ -197,9 +197,9 @@ def _automatic(model: type[ActiveRecord], name: str) -> bool:
 
 def _is_required(model: type[ActiveRecord], name: str, attr: attributes.Attribute[Any]) -> bool:
     """Whether a new record must be given the attribute: not null, no default, not filled in by repocket
-    (a PointerList starts empty)."""
+    (a PointerList or a ByteStream starts empty)."""
     return (not attr.null and attr.default is None and not _automatic(model, name)
-            and not isinstance(attr, attributes.PointerList))
+            and not isinstance(attr, (attributes.PointerList, attributes.ByteStream)))
 
 
 def _required(model: type[ActiveRecord]) -> list[str]:
@@ -333,7 +333,7 @@ def pydantic_model(model: type[ActiveRecord]) -> type[Any]:
     for name, attr in model._meta.fields.items():
         annotation = Annotated[  # type: ignore[valid-type]
             _python_type(attr),
-            pydantic.PlainValidator(functools.partial(_read, attr)),
+            pydantic.PlainValidator(functools.partial(read_value, attr)),
             pydantic.PlainSerializer(_serializer(attr)),
             pydantic.WithJsonSchema(_property(model, name, attr)),
         ]
