@@ -54,5 +54,5 @@ nitpick_ignore_regex = [
     (r"py:(class|obj|exc|data|func|meth)",
      r"(redis|pytest|_pytest|os|pathlib|datetime|decimal|uuid|collections\.abc|typing|types|contextvars|fastapi|starlette|pydantic)\..*"),
     (r"py:class", r"(Any|Callable|Iterator|Iterable|Sequence|ClassVar|Generic)(\[.*\])?"),
-    (r"py:obj", r"repocket\..*\.T"),  # type variables of generic plans
+    (r"py:(obj|class)", r"repocket\..*\.(T|M|N)"),  # type variables of generic plans and descriptors
 ]

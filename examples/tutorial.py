@@ -15,6 +15,7 @@ import datetime
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import bcrypt
 
@@ -48,14 +49,15 @@ class Build(ActiveRecord):
     stderr = attributes.ByteStream()
 
 
-def redis_cli_view(conn, key: str) -> str:
+def redis_cli_view(conn: Any, key: str) -> str:
     """``redis-cli --raw HGETALL key`` (or GET for a string), as redis-cli prints it."""
     if conn.type(key) == b"hash":
         lines = []
         for field, value in conn.hgetall(key).items():
             lines += [field.decode(), value.decode("utf-8", "backslashreplace")]
         return "\n".join(lines)
-    return conn.get(key).decode("utf-8", "backslashreplace")
+    text: str = conn.get(key).decode("utf-8", "backslashreplace")
+    return text
 
 
 def main() -> None:
@@ -134,7 +136,7 @@ def tour() -> None:
             print(f"\n$ redis-cli --raw {'HGETALL' if kind == b'hash' else 'GET'} {key}")
             print(redis_cli_view(conn, key))
         else:
-            bookkeeping.append(f"{key} ({kind.decode()})")
+            bookkeeping.append(f"{key} ({kind.decode() if isinstance(kind, bytes) else kind})")
     print("\nBookkeeping keys (id sets and indexes):", *bookkeeping, sep="\n  ")
 
     print("\n== Deleting a record")

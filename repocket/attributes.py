@@ -21,7 +21,7 @@ import math
 import re
 import uuid as _uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NoReturn, TypeVar, overload
 
 import dateutil.parser
 import orjson
@@ -30,6 +30,9 @@ from repocket import serialization
 from repocket.errors import RepocketActiveRecordDefinitionError, ValidationError
 
 if TYPE_CHECKING:
+    import typing_extensions
+    from typing_extensions import Never, Self
+
     from repocket.model import ActiveRecord
 
 __all__ = [
@@ -56,6 +59,17 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: What an attribute adds to its value type: None for ``null=True``, Never (nothing) otherwise.
+#: Each attribute class's ``__init__`` overloads pick it from ``null``; see docs/typing.rst.
+if TYPE_CHECKING:
+    N = typing_extensions.TypeVar("N", default=Any)
+else:
+    N = TypeVar("N")
+#: The target model of a Pointer or PointerList.
+if TYPE_CHECKING:
+    M = typing_extensions.TypeVar("M", bound="ActiveRecord", default=Any)
+else:
+    M = TypeVar("M", bound="ActiveRecord")
 _counter = itertools.count()
 _NOT_GIVEN: Any = object()
 
@@ -86,8 +100,12 @@ class _hybridmethod:
         return self.func.__get__(obj, cls)  # type: ignore[no-any-return]
 
 
-class Attribute(Generic[T]):
+class Attribute(Generic[T, N]):
     """Base of every attribute type.
+
+    Type checkers read an attribute as ``Attribute[T, N]``: instances hold ``T``,
+    and ``N`` is None for ``null=True`` (otherwise Never), so ``instance.attr``
+    is ``T | N`` (docs/typing.rst).
 
     Args:
         null: whether ``None`` may be saved. With ``null=False`` (the default) a
@@ -158,9 +176,9 @@ class Attribute(Generic[T]):
         self.name = name
 
     @overload
-    def __get__(self, instance: None, owner: type[Any]) -> Attribute[T]: ...
+    def __get__(self, instance: None, owner: type[Any]) -> Self: ...
     @overload
-    def __get__(self, instance: object, owner: type[Any]) -> T: ...
+    def __get__(self, instance: object, owner: type[Any]) -> T | N: ...
     def __get__(self, instance: Any, owner: type[Any]) -> Any:
         if instance is None:
             return self
@@ -169,7 +187,7 @@ class Attribute(Generic[T]):
         except KeyError:  # deferred by only()/defer(): fetched now
             return instance._load_deferred(self.name)
 
-    def __set__(self, instance: Any, value: Any) -> None:
+    def __set__(self, instance: Any, value: T | N) -> None:
         instance._data[self.name] = self.clean(value)
         if instance._deferred:
             instance._deferred = instance._deferred - {self.name}
@@ -390,8 +408,23 @@ def _check_int(value: int) -> int:
     return value
 
 
-class Unicode(Attribute[str]):
+class Unicode(Attribute[str, N]):
     """Handles unicode-safe values. ``__base_type__ = str``; bytes are decoded with ``encoding``."""
+
+    if TYPE_CHECKING:  # null=True adds None to the value type (docs/typing.rst)
+        @overload
+        def __init__(self: Unicode[Never], null: Literal[False] = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        @overload
+        def __init__(self: Unicode[None], null: bool, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        def __init__(self, null: bool = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+
+        def __set__(self, instance: Any, value: str | bytes | N) -> None: ...
 
     __base_type__ = str
     __empty_value__ = ""
@@ -422,7 +455,7 @@ class Unicode(Attribute[str]):
         return str(value)
 
 
-class Bytes(Attribute[bytes]):
+class Bytes(Attribute[bytes, N]):
     """Handles raw byte strings. ``__base_type__ = bytes``; text is encoded with ``encoding``.
 
     Stored as a JSON string when the bytes decode under ``encoding``; otherwise
@@ -435,6 +468,21 @@ class Bytes(Attribute[bytes]):
     indexable = True
     extra_members = frozenset({"encoding"})
 
+    if TYPE_CHECKING:
+        def __set__(self, instance: Any, value: bytes | bytearray | memoryview | str | N) -> None: ...
+
+    @overload
+    def __init__(self: Bytes[Never], null: Literal[False] = False, default: Any = None,
+                 encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                 secret: bool = False) -> None: ...
+    @overload
+    def __init__(self: Bytes[None], null: bool, default: Any = None,
+                 encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                 secret: bool = False) -> None: ...
+    @overload
+    def __init__(self, null: bool = False, default: Any = None,
+                 encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                 secret: bool = False) -> None: ...
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._b64_suffix = serialization.envelope_suffix(
@@ -487,7 +535,7 @@ class Bytes(Attribute[bytes]):
         return base64.b64encode(value).decode("ascii")
 
 
-class ByteStream(Bytes):
+class ByteStream(Bytes[NoReturn]):  # (never None: an empty stream is b"")
     """Bytes stored in a Redis string of their own, so ``append_<name>()`` can APPEND to them.
 
     The string lives at ``<hash key>:field:<name>`` and holds the raw bytes.
@@ -510,7 +558,7 @@ class ByteStream(Bytes):
         return b""  # a stream is never None: an empty stream is b"" (no string key)
 
 
-class JSON(Attribute[Any]):
+class JSON(Attribute[Any, NoReturn]):  # (a document, None included: Any)
     """Any JSON document: dicts with string keys, lists, strings, numbers, booleans, None.
 
     Stored as the document itself, nested and readable. Tuples become lists at
@@ -574,8 +622,23 @@ def _json_value(value: Any) -> Any:
     raise _CastError(f"{type(value).__name__} is not a JSON type")
 
 
-class UUID(Attribute[_uuid.UUID]):
+class UUID(Attribute[_uuid.UUID, N]):
     """A UUID, stored in its canonical hyphenated form. ``__base_type__ = uuid.UUID``."""
+
+    if TYPE_CHECKING:  # null=True adds None to the value type (docs/typing.rst)
+        @overload
+        def __init__(self: UUID[Never], null: Literal[False] = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        @overload
+        def __init__(self: UUID[None], null: bool, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        def __init__(self, null: bool = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+
+        def __set__(self, instance: Any, value: _uuid.UUID | str | N) -> None: ...
 
     __base_type__ = _uuid.UUID
     __empty_value__ = None
@@ -604,7 +667,7 @@ class UUID(Attribute[_uuid.UUID]):
         return str(value)
 
 
-class AutoUUID(UUID):
+class AutoUUID(UUID[NoReturn]):  # (None until the first save: see docs/typing.rst)
     """The primary key: a UUID assigned (uuid1) on first save when none was given.
 
     A model has exactly one; a model that declares none gets ``id = AutoUUID()``.
@@ -615,7 +678,7 @@ class AutoUUID(UUID):
         return _uuid.uuid1()
 
 
-class DateTime(Attribute[_dt.datetime]):
+class DateTime(Attribute[_dt.datetime, N]):
     """A datetime, stored as ISO-8601 text; a timezone, when present, is kept as its offset.
 
     Args:
@@ -628,6 +691,21 @@ class DateTime(Attribute[_dt.datetime]):
     __empty_value__ = None
     indexable = True
 
+    if TYPE_CHECKING:
+        def __set__(self, instance: Any, value: _dt.datetime | _dt.date | N) -> None: ...
+
+    @overload
+    def __init__(self: DateTime[Never], auto_now: bool = False, null: Literal[False] = False,
+                 default: Any = None, encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                 secret: bool = False) -> None: ...
+    @overload
+    def __init__(self: DateTime[None], auto_now: bool = False, *, null: bool, default: Any = None,
+                 encoding: str = "utf-8", index: bool = False, unique: bool = False,
+                 secret: bool = False) -> None: ...
+    @overload
+    def __init__(self: DateTime[None], auto_now: bool, null: bool, default: Any = None,
+                 encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                 secret: bool = False) -> None: ...
     def __init__(
         self,
         auto_now: bool = False,
@@ -718,8 +796,23 @@ def instant_microseconds(value: _dt.datetime) -> int:
     return micros
 
 
-class Decimal(Attribute[_decimal.Decimal]):
+class Decimal(Attribute[_decimal.Decimal, N]):
     """A decimal.Decimal, stored as its exact string (``"1.10"`` stays ``"1.10"``)."""
+
+    if TYPE_CHECKING:  # null=True adds None to the value type (docs/typing.rst)
+        @overload
+        def __init__(self: Decimal[Never], null: Literal[False] = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        @overload
+        def __init__(self: Decimal[None], null: bool, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        def __init__(self, null: bool = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+
+        def __set__(self, instance: Any, value: _decimal.Decimal | float | N) -> None: ...
 
     __base_type__ = _decimal.Decimal
     __empty_value__ = _decimal.Decimal("0")
@@ -769,8 +862,21 @@ class Decimal(Attribute[_decimal.Decimal]):
         return str(value.normalize(exact))
 
 
-class Integer(Attribute[int]):
+class Integer(Attribute[int, N]):
     """An int of any size, stored as a JSON number. Integral floats and numeric strings are cast."""
+
+    if TYPE_CHECKING:  # null=True adds None to the value type (docs/typing.rst)
+        @overload
+        def __init__(self: Integer[Never], null: Literal[False] = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        @overload
+        def __init__(self: Integer[None], null: bool, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        def __init__(self, null: bool = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
 
     __base_type__ = int
     __empty_value__ = 0
@@ -819,12 +925,27 @@ _SUBMINUTE_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2}):(\d{2})(?:\.(\d{6}))?$")
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-class Float(Attribute[float]):
+class Float(Attribute[float, N]):
     """A float, stored as a JSON number; NaN and ±Infinity as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 
     Every float round-trips exactly, -0.0 included; a NaN comes back as NaN
     (its sign and payload are not kept).
     """
+
+    if TYPE_CHECKING:  # null=True adds None to the value type (docs/typing.rst)
+        @overload
+        def __init__(self: Float[Never], null: Literal[False] = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        @overload
+        def __init__(self: Float[None], null: bool, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+        def __init__(self, null: bool = False, default: Any = None,
+                     encoding: str = "utf-8", *, index: bool = False, unique: bool = False,
+                     secret: bool = False) -> None: ...
+
+        def __set__(self, instance: Any, value: float | _decimal.Decimal | N) -> None: ...
 
     __base_type__ = float
     __empty_value__ = 0.0
@@ -884,7 +1005,7 @@ UNLINK = "UNLINK"
 ON_DELETE = (DO_NOTHING, PROTECT, CASCADE, SET_NULL, UNLINK)
 
 
-class Reference(Attribute[T], abstract=True):
+class Reference(Attribute[T, N], abstract=True):
     """What Pointer and PointerList share: a target model, a reverse accessor and an ``on_delete`` strategy."""
 
     #: The strategies this kind of reference accepts.
@@ -937,7 +1058,7 @@ class Reference(Attribute[T], abstract=True):
         return str(value._pk())
 
 
-class Pointer(Reference[Any]):
+class Pointer(Reference[M, N]):
     """Think of it as a soft foreign key: stores the target's hash key, loads the target.
 
     Args:
@@ -964,6 +1085,23 @@ class Pointer(Reference[Any]):
     indexable = True
     strategies = (DO_NOTHING, PROTECT, CASCADE, SET_NULL)
 
+    # Typed: the target class gives M (a name gives Any, which the mypy plugin resolves); null=True gives N.
+    @overload
+    def __init__(self: Pointer[M, Never], to_model: type[M], null: Literal[False] = False, *,
+                 default: Any = None, index: bool = True, unique: bool = False, secret: bool = False,
+                 related_name: str | None = None, on_delete: str = DO_NOTHING) -> None: ...
+    @overload
+    def __init__(self: Pointer[M, None], to_model: type[M], null: bool, *,
+                 default: Any = None, index: bool = True, unique: bool = False, secret: bool = False,
+                 related_name: str | None = None, on_delete: str = DO_NOTHING) -> None: ...
+    @overload
+    def __init__(self: Pointer[Any, Never], to_model: str | None = None, null: Literal[False] = False, *,
+                 default: Any = None, index: bool = True, unique: bool = False, secret: bool = False,
+                 related_name: str | None = None, on_delete: str = DO_NOTHING) -> None: ...
+    @overload
+    def __init__(self: Pointer[Any, None], to_model: str | None, null: bool, *,
+                 default: Any = None, index: bool = True, unique: bool = False, secret: bool = False,
+                 related_name: str | None = None, on_delete: str = DO_NOTHING) -> None: ...
     def __init__(
         self,
         to_model: type[ActiveRecord] | str | None = None,
@@ -999,7 +1137,7 @@ class Pointer(Reference[Any]):
     def _plain(self, value: Any) -> bytes:
         return value._key().encode("utf-8")  # type: ignore[no-any-return]
 
-    def _decode(self, stored: Any, envelope: dict[str, Any]) -> str:
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> Any:  # (a key string, not yet the M instance)
         # The loader resolves the key into an instance; here only its shape is checked.
         return self._target_key(stored)
 
@@ -1012,6 +1150,10 @@ class Pointer(Reference[Any]):
             return None if value is None else value.to_dict(simple=True)
         return super().to_python(value, simple=False)
 
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any]) -> M | N: ...
     def __get__(self, instance: Any, owner: type[Any]) -> Any:
         value = super().__get__(instance, owner)
         if type(value) is BrokenReference:
@@ -1022,7 +1164,7 @@ class Pointer(Reference[Any]):
         return self.target_token(value)
 
 
-class PointerList(Reference[list[Any]]):
+class PointerList(Reference[list[M], NoReturn]):
     """An ordered list of distinct target records, stored as a JSON list of their hash keys.
 
     ``build.reviewers = [alice, bob]``; ``Build.objects.filter(reviewers=alice)``
@@ -1048,6 +1190,15 @@ class PointerList(Reference[list[Any]]):
     indexable = True
     strategies = (DO_NOTHING, PROTECT, CASCADE, UNLINK)
 
+    if TYPE_CHECKING:
+        def __set__(self, instance: Any, value: list[M] | tuple[M, ...]) -> None: ...
+
+    @overload
+    def __init__(self: PointerList[M], to_model: type[M], *, secret: bool = False,
+                 related_name: str | None = None, on_delete: str = DO_NOTHING) -> None: ...
+    @overload
+    def __init__(self: PointerList[Any], to_model: str | None = None, *, secret: bool = False,
+                 related_name: str | None = None, on_delete: str = DO_NOTHING) -> None: ...
     def __init__(
         self,
         to_model: type[ActiveRecord] | str | None = None,
@@ -1092,10 +1243,10 @@ class PointerList(Reference[list[Any]]):
     def _plain(self, value: Any) -> bytes:
         return self._encode_value(value)
 
-    def from_plain(self, raw: bytes) -> list[str]:
+    def from_plain(self, raw: bytes) -> Any:  # (key strings, as _decode)
         return self._decode(orjson.loads(raw), {})
 
-    def _decode(self, stored: Any, envelope: dict[str, Any]) -> list[str]:
+    def _decode(self, stored: Any, envelope: dict[str, Any]) -> Any:  # (key strings, not yet M instances)
         # The loader resolves the keys into instances; here only their shape is checked.
         if not isinstance(stored, list):
             raise TypeError(f"expected a list of record keys, got {type(stored).__name__}")
@@ -1109,6 +1260,10 @@ class PointerList(Reference[list[Any]]):
             return [target.to_dict(simple=True) for target in value]
         return super().to_python(value, simple=False)
 
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any]) -> list[M]: ...
     def __get__(self, instance: Any, owner: type[Any]) -> Any:
         value = super().__get__(instance, owner)
         if instance is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 from repocket import formats
 from repocket.io import clients
@@ -316,8 +316,15 @@ def install_queryset_methods() -> None:
 
 
 class ManagerDescriptor:
-    """Installs ``objects`` on every model; refuses access through an instance (as Django does)."""
+    """Installs ``objects`` on every model; refuses access through an instance (as Django does).
 
+    Typed per model: ``Project.objects`` is a ``Manager[Project]``.
+    """
+
+    @overload
+    def __get__(self, instance: None, owner: type[M]) -> Manager[M]: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any]) -> NoReturn: ...
     def __get__(self, instance: Any, owner: type[Any]) -> Manager[Any]:
         if instance is not None:
             raise AttributeError(

@@ -41,8 +41,7 @@ from repocket.plan.rounds import Plan
 if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
-
-    from repocket.manager import Manager
+    from typing_extensions import Self
 
 __all__ = ["ActiveRecord", "ModelOptions", "fields"]
 
@@ -269,7 +268,8 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     """
 
     _meta: ClassVar[ModelOptions]
-    objects: ClassVar[Manager[Any]] = ManagerDescriptor()  # type: ignore[assignment]
+    #: ``Model.objects``, a :class:`~repocket.manager.Manager` of the model (``Manager[Model]`` to type checkers).
+    objects: ClassVar[ManagerDescriptor] = ManagerDescriptor()
     DoesNotExist: ClassVar[type[errors.DoesNotExist]]
     MultipleObjectsReturned: ClassVar[type[errors.MultipleObjectsReturned]]
 
@@ -508,14 +508,14 @@ class ActiveRecord(metaclass=ActiveRecordMeta):
     # async twin (a-prefixed): the same commands, round trips and errors.
 
     @classmethod
-    def create(cls, *, connection: redis.Redis | None = None, **kwargs: Any) -> Any:
+    def create(cls, *, connection: redis.Redis | None = None, **kwargs: Any) -> Self:
         """Build an instance from ``kwargs``, save it, and return it."""
         instance = cls(**kwargs)
         instance.save(connection=connection)
         return instance
 
     @classmethod
-    async def acreate(cls, *, connection: aioredis.Redis | None = None, **kwargs: Any) -> Any:
+    async def acreate(cls, *, connection: aioredis.Redis | None = None, **kwargs: Any) -> Self:
         """The async twin of :meth:`create`."""
         instance = cls(**kwargs)
         await instance.asave(connection=connection)

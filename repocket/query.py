@@ -12,7 +12,7 @@ runs the same plan, and ``async for`` works on any QuerySet.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from repocket import attributes, errors
 from repocket.aggregates import Aggregate
@@ -37,14 +37,14 @@ __all__ = ["LOOKUPS", "QuerySet", "ResultSet"]
 # -- ResultSet ----------------------------------------------------------------------
 
 
-class ResultSet(list):  # type: ignore[type-arg]
+class ResultSet(list[M]):
     """A list of records with superpowers: ``.order_by("field")`` / ``.order_by("-field")``.
 
     Ordering is stable and chainable; several keys are allowed, ``None`` sorts
-    first ascending (last descending).
+    first ascending (last descending). A ``ResultSet[Project]`` holds Projects.
     """
 
-    def order_by(self, *fields: str) -> ResultSet:
+    def order_by(self, *fields: str) -> ResultSet[M]:
         """A new ResultSet ordered by ``fields``."""
         if self:
             meta = self[0]._meta
@@ -71,7 +71,11 @@ def _check_order_field(meta: ModelOptions, field: str) -> None:
 
 
 class QuerySet(Generic[M]):
-    """A lazy, immutable, chainable query over one model; evaluates to a :class:`ResultSet`."""
+    """A lazy, immutable, chainable query over one model; evaluates to a :class:`ResultSet`.
+
+    ``Project.objects.filter(...)`` is a ``QuerySet[Project]``: iterating it yields
+    Projects, ``get()`` returns one, ``first()`` one or None.
+    """
 
     def __init__(self, model: type[M], connection: redis.Redis | aioredis.Redis | None = None) -> None:
         self.model = model
@@ -81,7 +85,7 @@ class QuerySet(Generic[M]):
         self._order: tuple[str, ...] = ()
         self._low = 0
         self._high: int | None = None
-        self._cache: ResultSet | None = None
+        self._cache: ResultSet[M] | None = None
         #: ``none()``: matches nothing, and never asks Redis.
         self._empty = False
         #: ``only()``/``defer()``: the attributes to load (None: all of them).
@@ -239,7 +243,13 @@ class QuerySet(Generic[M]):
         clone._connection = connection
         return clone
 
+    @overload
+    def __getitem__(self, index: int) -> M: ...
+    @overload
+    def __getitem__(self, index: slice) -> QuerySet[M]: ...
     def __getitem__(self, index: int | slice) -> Any:
+        """A record, or a slice: a new query (LIMIT); of a query evaluated already, a ResultSet
+        (typed as a QuerySet, which iterates, indexes and counts with ``len`` alike)."""
         if isinstance(index, slice):
             if (index.start or 0) < 0 or (index.stop is not None and index.stop < 0) or index.step not in (None, 1):
                 raise ValueError("QuerySet slices take non-negative start and stop and no step")
@@ -272,12 +282,12 @@ class QuerySet(Generic[M]):
     async def _arun(self, plan: Any) -> Any:
         return await clients.run_async(plan, self._connection)
 
-    def _evaluate(self) -> ResultSet:
+    def _evaluate(self) -> ResultSet[M]:
         if self._cache is None:
             self._cache = ResultSet(self._run(select.materialize(self)))
         return self._cache
 
-    async def _aevaluate(self) -> ResultSet:
+    async def _aevaluate(self) -> ResultSet[M]:
         if self._cache is None:
             self._cache = ResultSet(await self._arun(select.materialize(self)))
         return self._cache
