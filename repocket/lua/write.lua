@@ -220,10 +220,11 @@ local function check(rec)
     -- Each key must hold the type repocket keeps there (or not exist): a write
     -- command on a key of another type fails. The lease first: whether the
     -- caller holds it decides what a refusal does with it.
-    local have = redis.call("TYPE", lease)["ok"]
-    if have ~= "none" and have ~= "string" then return {"wrongtype", lease, have} end
+    -- (one GET reads the holder and checks the type: it fails on a key of another type)
+    local got = redis.pcall("GET", lease)
+    if type(got) == "table" and got.err then return {"wrongtype", lease, redis.call("TYPE", lease)["ok"]} end
     typed[lease] = "string"
-    holder = lease_holder(lease)
+    holder = got and redis.call("PTTL", lease) >= 0 and got or nil  -- (as lease_holder reads it)
     rec.holds = holder == token
   end
   for k = 1, rec.nkeys do
@@ -233,6 +234,7 @@ local function check(rec)
       local kind = redis.call("TYPE", key)["ok"]
       if kind ~= "none" and kind ~= want then return {"wrongtype", key, kind} end
       typed[key] = want
+      if k == 1 and present == nil then present = kind ~= "none" end  -- (no EXISTS needed)
     end
   end
   -- Another writer's lease: it is about to write this record (see Leases).
