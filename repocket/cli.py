@@ -9,6 +9,8 @@
     repocket check [--repair] module.Model     # or module:Model
     repocket reindex module.Model
     repocket migrate-format [--to plain|envelope] module.Model
+    repocket migrate module.Model [--rename OLD=NEW ...] [--drop FIELD ...] [--retype FIELD[=OldType] ...]
+                     [--dry-run] [--batch N]
     repocket repartition [--from standalone|N] module.Model
     repocket replicate module.Model --to URL [--once] [--resync]
     repocket server [--path DIR] [--port PORT | --unix-socket PATH]
@@ -24,8 +26,9 @@ Exit status:
 
 - ``0``: all is well (``check`` found nothing, or ``--repair`` left nothing).
 - ``1``: ``check`` found problems, or some remain after ``--repair`` (corrupt
-  records, broken pointers and orphan ByteStreams are never repaired); or the
-  server of ``repocket server`` exited on its own.
+  records, broken pointers and orphan ByteStreams are never repaired); or
+  ``migrate`` found values it cannot convert (their records are left as they
+  were); or the server of ``repocket server`` exited on its own.
 - ``2``: a usage error, a module that cannot be imported, a name that is not a
   model, an unknown field in a filter, a key that is not a record, Redis
   unreachable or refusing, or any other repocket error. The error is one line
@@ -110,6 +113,20 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("model", help=model_help)
     migrate.add_argument("--to", choices=sorted(formats.FORMATS), default=None,
                          help="the format to store (default: the model's Meta.format)")
+    evolve = sub.add_parser(
+        "migrate", parents=[common],
+        help="evolve a model's stored records after its declaration changed (resumable, idempotent)",
+    )
+    evolve.add_argument("model", help=model_help)
+    evolve.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", type=_pair,
+                        help="the stored field OLD is the declared attribute NEW now; repeat for more")
+    evolve.add_argument("--drop", action="append", default=[], metavar="FIELD",
+                        help="delete the stored field FIELD, which no attribute declares any more")
+    evolve.add_argument("--retype", action="append", default=[], metavar="FIELD[=OldType]",
+                        help="convert FIELD's stored values to its declared type (the plain format needs "
+                             "the type they were stored with)")
+    evolve.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    evolve.add_argument("--batch", type=int, default=500, metavar="N", help="records per atomic write (500)")
     move = sub.add_parser(
         "repartition", parents=[common],
         help="move a model's records into its current partitions (resumable, idempotent)",
@@ -189,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reindex(model)
         if args.command == "migrate-format":
             return _migrate(model, args.to)
+        if args.command == "migrate":
+            return _evolve(model, args)
         if args.command == "repartition":
             return _repartition(model, args.source)
         if args.command == "replicate":
@@ -273,6 +292,45 @@ def _migrate(model: type[repocket.ActiveRecord], to: str | None) -> int:
         rewritten = model.objects.migrate_format(to, progress=shown)
     print(f"{model._meta.label}: {rewritten} records rewritten; every record is stored in the {target} format")
     return OK
+
+
+def _pair(text: str) -> tuple[str, str]:
+    """``--rename``: ``OLD=NEW``."""
+    old, sep, new = text.partition("=")
+    if not sep or not old or not new:
+        raise argparse.ArgumentTypeError(f"expected OLD=NEW, not {text!r}")
+    return old, new
+
+
+def _evolve(model: type[repocket.ActiveRecord], args: argparse.Namespace) -> int:
+    """Run the migration (or its dry run) with a progress bar on stderr; print counts, samples and problems.
+
+    Resumable: after Ctrl-C, the same command starts where it stopped.
+    """
+    from repocket.io import clients
+    from repocket.plan import evolve
+
+    meta = model._meta
+    retype = {name: old or None for name, _, old in (text.partition("=") for text in args.retype)}
+    edits = evolve.changes(meta, dict(args.rename), args.drop, retype)
+    if not edits.operations():
+        raise _CliError("name what changed: --rename OLD=NEW, --drop FIELD or --retype FIELD")
+    with console.progress(f"migrate {model.__name__}") as shown:
+        report = clients.run(evolve.migrate(meta, edits, args.batch, args.dry_run, shown))
+    would = " (dry run: nothing written)" if report.dry_run else ""
+    print(f"{report.model}: {report.records} records read, {report.changed} "
+          f"{'to rewrite' if report.dry_run else 'rewritten'}{would}")
+    for operation, count in report.counts.items():
+        print(f"  {operation}: {count} records")
+    if report.index_keys_removed:
+        print(f"  index keys of undeclared names {'to delete' if report.dry_run else 'deleted'}: "
+              f"{report.index_keys_removed}")
+    if report.dry_run:
+        for key, fields in report.samples:
+            print(f"  sample {key}: " + "; ".join(f"{name}: {old} -> {new}" for name, (old, new) in fields.items()))
+    for key, name, value, problem in report.problems:
+        print(f"  cannot convert {key} field {name!r} (value {value}): {problem}; the record was left as it was")
+    return OK if report.ok else PROBLEMS
 
 
 def _source(text: str) -> int | str:
@@ -425,6 +483,9 @@ def _check(model: type[repocket.ActiveRecord], *, repair: bool) -> int:
     print(f"{report.model}: {report.records} records, {len(report)} problems"
           + (" (repaired)" if report.repaired else ""))
     _print_problems(report)
+    if report.undeclared_fields:  # (not a problem: see docs/evolution.rst)
+        print("undeclared fields (not problems): "
+              + ", ".join(f"{name} {count} records" for name, count in report.undeclared_fields.items()))
     if report.ok:
         return OK
     if not repair:

@@ -85,7 +85,8 @@ class _Envelope(Format):
         expected = type(attr).__name__
         if tag != expected and not (isinstance(tag, str) and tag in attr.compatible_tags):
             if isinstance(tag, str) and tag in ATTRIBUTE_TYPES:
-                return None, f"stored as {tag}, but {meta.label}.{name} is {expected}"
+                shown = SECRET_MASK if secret else _short_repr(envelope.get("value"))
+                return None, f"stored as {tag} ({shown}), but {meta.label}.{name} is {expected}"
             return None, f"unknown type tag {_short_repr(tag)}"
         module = envelope.get("module")
         if module != type(attr).__module__:

@@ -10,12 +10,12 @@ records in bulk and audit the model's indexes.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 from repocket import formats
 from repocket.io import clients
-from repocket.plan import audit, expiry, migrate, repartition, select, write
+from repocket.plan import audit, evolve, expiry, migrate, repartition, select, write
 from repocket.plan import changes as changes_plan
 
 if TYPE_CHECKING:
@@ -201,6 +201,36 @@ class Manager(Generic[M]):
         meta = self.model._meta
         target = meta.format if to is None else formats.format_named(to, meta.label)
         return migrate.migrate_format(meta, target, batch_size, progress)
+
+    def migrate(self, rename: Mapping[str, str] | None = None, drop: Iterable[str] = (),
+                retype: Iterable[str] | Mapping[str, str | None] = (), dry_run: bool = False,
+                batch_size: int = 500, progress: Callable[[int, int], None] | None = None) -> evolve.EvolveReport:
+        """Evolve the stored records after the model's declaration changed (docs/evolution.rst).
+
+        ``rename`` maps stored names that no attribute declares any more to the
+        attributes holding their values now; ``drop`` deletes stored names that
+        no attribute declares; ``retype`` converts the named attributes' stored
+        values from the type they were stored with (a mapping names that type,
+        which the plain format needs). One atomic write per batch of
+        ``batch_size`` records, index entries included; resumable and
+        idempotent. With ``dry_run`` nothing is written. ``progress(done,
+        total)`` is called after each batch. Returns the report.
+        """
+        return clients.run(self._evolve_plan(rename, drop, retype, dry_run, batch_size, progress), self._connection)
+
+    async def amigrate(self, rename: Mapping[str, str] | None = None, drop: Iterable[str] = (),
+                       retype: Iterable[str] | Mapping[str, str | None] = (), dry_run: bool = False,
+                       batch_size: int = 500,
+                       progress: Callable[[int, int], None] | None = None) -> evolve.EvolveReport:
+        """The async twin of :meth:`migrate`."""
+        return await clients.run_async(self._evolve_plan(rename, drop, retype, dry_run, batch_size, progress),
+                                       self._connection)
+
+    def _evolve_plan(self, rename: Mapping[str, str] | None, drop: Iterable[str],
+                     retype: Iterable[str] | Mapping[str, str | None], dry_run: bool, batch_size: int,
+                     progress: Callable[[int, int], None] | None) -> Plan[evolve.EvolveReport]:
+        meta = self.model._meta
+        return evolve.migrate(meta, evolve.changes(meta, rename, drop, retype), batch_size, dry_run, progress)
 
     def repartition(self, from_partitions: int | str | None = None, batch_size: int = 500,
                     progress: Callable[[int, int], None] | None = None) -> int:

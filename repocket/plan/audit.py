@@ -48,6 +48,10 @@ class CheckReport:
     #: ``(intents key, token)`` deletes on a cluster that stopped halfway (repocket/plan/intents.py):
     #: repair completes them.
     unfinished_deletes: list[tuple[str, str]] = field(default_factory=list)
+    #: How many records store each hash field that no attribute declares (one removed or renamed since
+    #: they were written; docs/evolution.rst). Reads ignore them and saves keep them, so they are no
+    #: problem (not counted by ``len``): ``repocket migrate --drop``/``--rename`` deals with them.
+    undeclared_fields: dict[str, int] = field(default_factory=dict)
     repaired: bool = False
 
     def __len__(self) -> int:
@@ -123,9 +127,12 @@ def _load_batch(meta: ModelOptions, batch: list[str],
     """The readable records of ``batch`` with their Pointers left as stored keys."""
     out = []
     pending: load.Pending = []
+    declared = {name.encode() for name, _ in meta.hash_fields}
     for key, fetched in (yield from _fetch_each(meta, batch, report)):
         if fetched is None:
             continue
+        if report is not None:
+            _count_undeclared(fetched[0], declared, report.undeclared_fields)
         try:
             out.append((key, load.build(meta, key, fetched, pending)))
         except errors.CorruptRecordError as exc:
@@ -137,6 +144,15 @@ def _load_batch(meta: ModelOptions, batch: list[str],
     if report is not None and pending:
         yield from _check_pointers(meta, pending, report)
     return out
+
+
+def _count_undeclared(stored: dict[Any, Any], declared: set[bytes], counts: dict[str, int]) -> None:
+    """Count the record's hash fields that no attribute declares (repocket's own start with ``_``)."""
+    for name in stored:
+        name = name if isinstance(name, bytes) else name.encode()
+        if name not in declared and not name.startswith(b"_"):
+            text = name.decode("utf-8", "backslashreplace")
+            counts[text] = counts.get(text, 0) + 1
 
 
 def _fetch_each(meta: ModelOptions, batch: list[str],
@@ -261,6 +277,7 @@ def check(model: type[ActiveRecord], repair: bool = False) -> Plan[CheckReport]:
         holders = {(key.rsplit(":", 1)[1], member): score for (key, member), (kind, score) in expected.items()
                    if kind == "h"}
         report.repaired = (yield from _check_claims(meta, holders, report, repair, expired)) or report.repaired
+    report.undeclared_fields = dict(sorted(report.undeclared_fields.items()))
     return report
 
 
