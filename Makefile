@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-scale bench-cluster docs lint typecheck clean
+.PHONY: test test-fake demo bench bench-scale bench-cluster docs lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)  ## run the test suite on a real redis-server, then again in the 
 	$(BIN)/python -m pytest
 	REPOCKET_TEST_FORMAT=plain $(BIN)/python -m pytest -q $(PLAIN_TESTS)
 	REPOCKET_TEST_PARTITIONS=4 $(BIN)/python -m pytest -q $(PARTITION_TESTS)
+
+test-fake: $(STAMP)  ## the functional tests on fakeredis (no server), and the example shop in both modes
+	HYPOTHESIS_MAX_EXAMPLES=20 $(BIN)/python -m pytest tests/functional --repocket-fake -q -p no:cacheprovider \
+		--ignore=tests/functional/test_order_pushdown.py --ignore=tests/functional/test_server.py \
+		--ignore=tests/functional/test_server_security.py --ignore=tests/functional/test_faults.py \
+		--ignore=tests/functional/test_topology.py --ignore=tests/functional/test_tls_acl.py
+	cd examples/shop && ../../$(BIN)/python -m pytest -q && ../../$(BIN)/python -m pytest -q --repocket-fake
 
 demo: $(STAMP)  ## run the original repocket tutorial end to end
 	$(BIN)/python examples/tutorial.py

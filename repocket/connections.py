@@ -233,6 +233,22 @@ class _Settings:
         return WaitingConnectionPool(**options)
 
 
+@dataclass(frozen=True)
+class _FakeSettings(_Settings):
+    """:meth:`configure.fake`'s settings: each event loop's async client is a fakeredis one on ``server``."""
+
+    server: Any = None
+
+    def async_client(self) -> aioredis.Redis:
+        """A new ``fakeredis.aioredis.FakeRedis`` on the same in-memory server as the sync client,
+        its pool a :class:`WaitingConnectionPool` of 100 connections, as for a real server."""
+        from fakeredis.aioredis import FakeRedis
+
+        made = FakeRedis(server=self.server).connection_pool  # (its options: fakeredis's connection class)
+        options = {"max_connections": 100, **made.connection_kwargs}
+        return FakeRedis(connection_pool=WaitingConnectionPool(connection_class=made.connection_class, **options))
+
+
 def _async_retry(retry: Retry) -> AsyncRetry:
     """The ``redis.asyncio`` Retry with the same backoff, retries and (redis) errors.
 
@@ -436,6 +452,34 @@ class configure:  # noqa: N801 - the original API's name
         settings = _Settings(None, options, None, policy, found)
         client = settings.cluster_client()
         cls._install(settings, None, client)
+        return client
+
+    @classmethod
+    def fake(cls, server: Any = None) -> redis.Redis:
+        """Point every model, sync and async, at an in-memory fakeredis server: no ``redis-server`` needed.
+
+        For tests and demos (``pip install 'fakeredis[lua]'``). Sync calls use a
+        ``fakeredis.FakeRedis`` on ``server`` (a ``fakeredis.FakeServer``, a new
+        empty one by default); each event loop gets a
+        ``fakeredis.aioredis.FakeRedis`` on the same server, so sync and async
+        code see the same data. docs/testing.rst lists what fakeredis cannot serve.
+
+        Returns:
+            The sync ``fakeredis.FakeRedis`` client, also what :meth:`get_connection` returns.
+
+        Raises:
+            ImportError: fakeredis or its Lua runtime (``lupa``) is not installed.
+        """
+        import importlib.util
+
+        if importlib.util.find_spec("fakeredis") is None or importlib.util.find_spec("lupa") is None:
+            raise ImportError("configure.fake() needs fakeredis with Lua (repocket's writes are Lua scripts): "
+                              "pip install 'fakeredis[lua]'")
+        import fakeredis
+
+        client = fakeredis.FakeRedis(server=server if server is not None else fakeredis.FakeServer())
+        found = client.connection_pool.connection_kwargs["server"]
+        cls._install(_FakeSettings(None, {}, server=found), client.connection_pool, client)
         return client
 
     @classmethod

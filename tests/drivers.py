@@ -56,6 +56,11 @@ class AsyncDriver:
         client = cache.get(id(connection))
         if client is None:
             given = connection.connection_pool.connection_kwargs
+            if "server" in given:  # a fakeredis client (--repocket-fake): an async one on its in-memory server
+                from fakeredis.aioredis import FakeRedis
+
+                cache[id(connection)] = client = FakeRedis(server=given["server"], db=given.get("db", 0))
+                return client
             kwargs = {name: given[name] for name in _SAME_SERVER if name in given}
             if "path" in given:
                 kwargs["unix_socket_path"] = given["path"]

@@ -942,6 +942,7 @@ def test_only_with_a_pointer_loads_the_target(repocket_connection: Any) -> None:
     assert book.pages == 1000
 
 
+@pytest.mark.needs_server("opens its own redis.Redis to another database of the server's host and port")
 def test_deferred_attribute_read_uses_the_query_connection(repocket_connection: Any) -> None:
     """A record loaded with using(client).only() fetches its deferred attributes through that client."""
     kwargs = {k: v for k, v in repocket_connection.connection_pool.connection_kwargs.items()

@@ -193,6 +193,7 @@ def _race(target: Any, make: Callable[[Any], Any], deleter: Callable[[Any], Any]
     return made[0], refused[0]
 
 
+@pytest.mark.needs_server("fakeredis serves 8 racing writer threads in-process under the GIL: the delete starves")
 @pytest.mark.sync_only  # (threads drive the sync executor)
 def test_a_racing_save_never_leaves_a_pointer_to_nothing(repocket_connection: redis_py.Redis) -> None:
     project = Project.objects.create(name="raced")

@@ -111,6 +111,7 @@ def test_a_field_missing_from_an_old_record_reads_as_none_or_the_default(redis: 
     assert loaded.ratio is None  # null allowed: a missing field is how None is stored
 
 
+@pytest.mark.needs_server("fakeredis has no OBJECT ENCODING (nor the listpack/hashtable encodings it reports)")
 def test_a_plain_record_stays_in_the_compact_encoding(redis: redis_py.Redis) -> None:
     record = Plain.create(text="Harry Potter", number=11, ratio=1.5, token="t", ref=uuid.uuid4())
     assert redis.object("encoding", record._key()) in (b"listpack", b"ziplist")

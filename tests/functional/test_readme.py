@@ -12,7 +12,7 @@ README = ROOT / "README.rst"
 #: Docs pages whose ``>>>`` examples form one session each (their models live in ``__main__``,
 #: as they would for a reader typing them into the Python REPL).
 DOC_PAGES = ["quickstart.rst", "serialization.rst", "queries.rst", "scaling.rst", "hooks.rst", "relationships.rst",
-             "expiry.rst", "changes.rst", "recipes.rst", "schemas.rst",
+             "expiry.rst", "changes.rst", "recipes.rst", "schemas.rst", "testing.rst",
              "evolution.rst"]
 
 
