@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 import weakref
 from dataclasses import dataclass
@@ -310,6 +311,8 @@ class configure:  # noqa: N801 - the original API's name
         ssl_ca_certs: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        ssl_cert_reqs: str | None = None,
+        ssl_check_hostname: bool | None = None,
         socket_timeout: float | None = None,
         socket_connect_timeout: float | None = None,
         retry: Retry | None = None,
@@ -332,7 +335,19 @@ class configure:  # noqa: N801 - the original API's name
                 or ``unix://`` URL, with ``user:password@`` if needed. Keywords
                 given alongside it override what the URL says.
             username, password: Redis ACL credentials. Never shown in ``repr``.
-            ssl, ssl_ca_certs, ssl_certfile, ssl_keyfile: TLS settings, passed to redis-py.
+            ssl, ssl_ca_certs, ssl_certfile, ssl_keyfile: TLS settings, passed to
+                redis-py: ``ssl=True`` (or a ``rediss://`` URL) turns TLS on,
+                ``ssl_ca_certs`` names the CA file the server's certificate must be
+                signed by (default: the system's CAs), ``ssl_certfile`` and
+                ``ssl_keyfile`` the client certificate a server with
+                ``tls-auth-clients yes`` asks for. Any of them without a URL turns
+                TLS on; with a ``redis://`` URL they are a ValueError.
+            ssl_cert_reqs: whether the server's certificate is checked:
+                ``"required"`` (redis-py's default), ``"optional"``, or ``"none"``
+                (any certificate is accepted, so anyone on the path can pose
+                as the server: for tests only).
+            ssl_check_hostname: whether the certificate must name the host
+                connected to (redis-py's default: yes, unless ``ssl_cert_reqs="none"``).
             socket_timeout, socket_connect_timeout: seconds before a command or
                 a connection attempt fails instead of hanging.
             retry: a redis-py ``Retry`` (with its backoff) for commands that hit
@@ -372,11 +387,8 @@ class configure:  # noqa: N801 - the original API's name
         """
         options = _client_options(kwargs, retry, username=username, password=password, socket_timeout=socket_timeout,
                                   socket_connect_timeout=socket_connect_timeout, max_connections=max_connections)
-        tls = {
-            "ssl_ca_certs": ssl_ca_certs,
-            "ssl_certfile": ssl_certfile,
-            "ssl_keyfile": ssl_keyfile,
-        }
+        tls = _tls_options(ssl_ca_certs=ssl_ca_certs, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                           ssl_cert_reqs=ssl_cert_reqs, ssl_check_hostname=ssl_check_hostname)
         policy = _write_policy(wait_replicas, wait_timeout, failover_timeout, socket_timeout)
         sentinel = None
         if sentinels is not None:
@@ -393,6 +405,9 @@ class configure:  # noqa: N801 - the original API's name
         elif url is not None:
             if url.startswith("rediss://"):
                 options.update({k: v for k, v in tls.items() if v is not None})
+            elif ssl or any(v is not None for v in tls.values()):
+                given = ", ".join(k for k, v in {"ssl": ssl or None, **tls}.items() if v is not None)
+                raise ValueError(f"{given} given with a URL that is not rediss://: use rediss:// for TLS")
         else:
             options.update(host=hostname, port=port, db=db)
             if ssl or any(v is not None for v in tls.values()):
@@ -411,6 +426,12 @@ class configure:  # noqa: N801 - the original API's name
         nodes: list[tuple[str, int]] | None = None,
         username: str | None = None,
         password: str | None = None,
+        ssl: bool = False,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_cert_reqs: str | None = None,
+        ssl_check_hostname: bool | None = None,
         socket_timeout: float | None = None,
         socket_connect_timeout: float | None = None,
         retry: Retry | None = None,
@@ -427,7 +448,10 @@ class configure:  # noqa: N801 - the original API's name
                 are discovered, and ``MOVED``/``ASK`` redirections followed.
             username, password, socket_timeout, socket_connect_timeout, retry:
                 as for :meth:`connection_pool`; ``**kwargs`` go to
-                ``redis.cluster.RedisCluster`` (TLS options among them).
+                ``redis.cluster.RedisCluster``.
+            ssl, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_check_hostname:
+                TLS to every node, as for :meth:`connection_pool` (a ``rediss://``
+                URL or any of them turns it on).
             wait_replicas, wait_timeout: as for :meth:`connection_pool`, on the
                 primary each write went to.
             failover_timeout: for how many seconds a write is called again while
@@ -447,6 +471,14 @@ class configure:  # noqa: N801 - the original API's name
         options = _client_options(kwargs, retry, username=username, password=password, socket_timeout=socket_timeout,
                                   socket_connect_timeout=socket_connect_timeout)
         options.setdefault("health_check_interval", 1)  # (a failover closes the old primary's connections)
+        tls = _tls_options(ssl_ca_certs=ssl_ca_certs, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                           ssl_cert_reqs=ssl_cert_reqs, ssl_check_hostname=ssl_check_hostname)
+        if ssl or any(v is not None for v in tls.values()):
+            if url is not None and not url.startswith("rediss://"):
+                raise ValueError("TLS options given with a URL that is not rediss://: use rediss:// for TLS")
+            options.update({k: v for k, v in tls.items() if v is not None})
+            if url is None:
+                options["ssl"] = True
         found = _Cluster(url, tuple((str(h), int(p)) for h, p in nodes or ()))
         policy = _write_policy(wait_replicas, wait_timeout, failover_timeout, socket_timeout)
         settings = _Settings(None, options, None, policy, found)
@@ -618,6 +650,18 @@ class configure:  # noqa: N801 - the original API's name
         elif isinstance(old_client, redis.cluster.RedisCluster):
             old_client.close()
         _close_on_this_loop(dropped)
+
+
+#: What ``ssl_cert_reqs=`` may be (redis-py's names for ``ssl.CERT_NONE``, ``CERT_OPTIONAL``, ``CERT_REQUIRED``).
+_CERT_REQS = ("none", "optional", "required")
+
+
+def _tls_options(**given: Any) -> dict[str, Any]:
+    """The TLS keywords as given (None: not given); ValueError for an ``ssl_cert_reqs`` redis-py does not know."""
+    reqs = given.get("ssl_cert_reqs")
+    if reqs is not None and reqs not in _CERT_REQS and not isinstance(reqs, ssl.VerifyMode):
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(map(repr, _CERT_REQS))}, not {reqs!r}")
+    return given
 
 
 def _client_options(kwargs: dict[str, Any], retry: Retry | None, **named: Any) -> dict[str, Any]:

