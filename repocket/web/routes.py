@@ -110,7 +110,7 @@ def crud_routes(
         can_read: may this request read this record (or list with these lookups)?
         can_create: may it create this (unsaved) instance?
         can_modify: may it change this record (as stored)?
-        can_delete: may it delete this record? Each ``can_*`` is a :data:`Permission`;
+        can_delete: may it delete this record? Each ``can_*`` is a :data:`~repocket.web.routes.Permission`;
             None allows everything; an answer other than True is a 403.
         dependencies: FastAPI dependencies run before every route, such as
             :func:`repocket.web.bearer_token`.
