@@ -28,21 +28,13 @@ import redis.connection as sync_connection
 
 from repocket import ActiveRecord, Count, Sum, attributes, errors
 from repocket.connections import configure
+from repocket.roundtrips import _packed  # (the bytes of one request, as the counters read them)
 from tests.roundtrips import RoundTrips, count_round_trips
 
 # -- counting async round trips ---------------------------------------------------
 
 #: Set (to a positive depth) while a connection is being set up: its handshake is redis-py's.
 _handshake: contextvars.ContextVar[int] = contextvars.ContextVar("repocket_test_handshake", default=0)
-
-
-def _packed(command: Any) -> bytes:
-    """The bytes of one request as ``send_packed_command`` received it."""
-    if isinstance(command, str):
-        return command.encode()
-    if isinstance(command, (bytes, bytearray, memoryview)):
-        return bytes(command)
-    return b"".join(item.encode() if isinstance(item, str) else bytes(item) for item in command)
 
 
 @contextmanager
