@@ -15,6 +15,7 @@
     repocket replicate module.Model --to URL [--once] [--resync]
     repocket server [--path DIR] [--port PORT | --unix-socket PATH]
     repocket shell [module ...]
+    repocket admin module [--host HOST] [--port PORT]
     repocket demo
 
 ``--url`` may come before or after the command; without it, ``$REDIS_URL``,
@@ -169,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", parents=[common],
                            help="IPython (or the standard console) with the connection configured and models imported")
     shell.add_argument("module", nargs="*", help="modules whose models are imported into the shell")
+    admin = sub.add_parser("admin", parents=[common],
+                           help="serve the HTML admin of a module's models (the admin extra)")
+    admin.add_argument("module", help="the module whose models the admin shows")
+    admin.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    admin.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
     sub.add_parser("demo", help="run the original repocket tutorial on an embedded redis-server")
     server = sub.add_parser("server", help="run an embedded redis-server until interrupted")
     server.add_argument("--path", default=".repocket", help="data directory (append-only file, password)")
@@ -197,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stats(args.model)
         if args.command == "shell":
             return _shell(args.module)
+        if args.command == "admin":
+            return _admin(args.module, args.host, args.port)
         model = _load_model(args.model)
         if args.command == "ls":
             return _ls(model, args)
@@ -429,6 +437,20 @@ def _shell(modules: Sequence[str]) -> int:
         return OK
     print(banner)
     start_ipython(argv=[], user_ns=namespace)
+    return OK
+
+
+def _admin(module_name: str, host: str, port: int) -> int:
+    """Serve the admin pages of the models ``module_name`` declares until interrupted."""
+    models = list(_models_of(_import(module_name)).values())
+    if not models:
+        raise _CliError(f"module {module_name!r} declares no model")
+    try:
+        from repocket.web.admin.serve import serve_admin
+
+        serve_admin(models, host=host, port=port, title=f"repocket admin: {module_name}")
+    except ImportError as exc:  # (FastAPI, Jinja2 or uvicorn missing)
+        raise _CliError(f"{exc}; the admin needs pip install 'repocket[admin]'") from None
     return OK
 
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from repocket.indexes import WritePlan
     from repocket.options import ModelOptions
 
-__all__ = ["complete", "delete", "guarded"]
+__all__ = ["Preview", "complete", "delete", "guarded", "preview"]
 
 
 def _strategies(model: type[Any]) -> list[tuple[type[Any], str, str]]:
@@ -238,7 +238,42 @@ def _in_steps(meta: ModelOptions, instances: Sequence[Any], graph: _Graph | None
                                "unfinished, and check(repair=True) or the next delete completes it")
 
 
+class Preview:
+    """What deleting some records would do, planned but not written (:func:`preview`).
+
+    ``deleted``: the records a CASCADE would delete with them; ``changed``: ``(record, fields)`` whose
+    Pointers SET_NULL would set to None or whose PointerLists UNLINK would drop them; ``refused``:
+    ``(referrer key, referring model, field)`` of the PROTECT Pointers that would refuse the delete.
+    """
+
+    def __init__(self, deleted: list[Any], changed: list[tuple[Any, list[str]]],
+                 refused: list[tuple[str, type[Any], str]]) -> None:
+        self.deleted, self.changed, self.refused = deleted, changed, refused
+
+
+def preview(meta: ModelOptions, instances: Sequence[Any]) -> Plan[Preview]:
+    """What deleting ``instances`` would cascade to, set to None, unlink or be refused by; reads only.
+
+    The same walk as the delete's (SMEMBERS of the Pointers' index sets, then the records found), so
+    it costs what planning a delete does and writes nothing; a write meanwhile may change the answer.
+    """
+    graph = yield from _walk(meta, instances)
+    top = {instance._key() for instance in instances}
+    refused = sorted({(key, model, field) for key, model, field, _ in graph.protecting if key not in graph.doomed},
+                     key=lambda found: (found[0], found[2]))
+    return Preview([record for key, (_, record) in graph.doomed.items() if key not in top],
+                   [(record, sorted(fields)) for key, (_, record, fields) in graph.nulled.items()
+                    if key not in graph.doomed], refused)
+
+
 def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
+    """The graph of a delete (:func:`_walk`); ProtectedError when a PROTECT Pointer refuses it."""
+    graph = yield from _walk(meta, instances)
+    _refuse(graph)
+    return graph
+
+
+def _walk(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
     """Walk the records pointing at ``instances``, level by level, into a graph (see the module's docstring)."""
     graph = _Graph()
     level = []
@@ -291,6 +326,11 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
                     level.append((view, record))
                 else:
                     graph.nulled[key] = (view, record, nulling[key])
+    return graph
+
+
+def _refuse(graph: _Graph) -> None:
+    """Raise ProtectedError when a record behind a PROTECT Pointer is not deleted with the others."""
     for key, model, field, target in graph.protecting:
         if key not in graph.doomed:
             refused = sorted({k for k, m, f, t in graph.protecting if k not in graph.doomed and (m, f) == (model, field)})
@@ -298,4 +338,3 @@ def _plan(meta: ModelOptions, instances: Sequence[Any]) -> Plan[_Graph]:
                 f"{target} cannot be deleted: {model._meta.label}.{field} (on_delete=PROTECT) points at it from "
                 f"{', '.join(refused[:5])}{' and more' if len(refused) > 5 else ''}; nothing was deleted",
                 model=model._meta.label, field=field, record=target, referrers=refused)
-    return graph

@@ -27,7 +27,7 @@ from repocket.web.bodies import record_json, request_values, resolve_references
 from repocket.web.errors import ErrorMappingRoute, PermissionRefusedError
 from repocket.web.listing import cursor_order, fetch_page, order_field, parse_filters
 
-__all__ = ["Permission", "crud_routes"]
+__all__ = ["Permission", "allowed", "check_if_match", "crud_routes"]
 
 #: A ``can_*`` callback: ``(request, subject) -> bool``, sync or async. The subject is the record
 #: (for create: the unsaved instance; for modify: the record as stored, before the change), or for
@@ -35,8 +35,9 @@ __all__ = ["Permission", "crud_routes"]
 Permission = Callable[[Request, Any], bool | Awaitable[bool]]
 
 
-async def _allowed(check: Permission | None, request: Request, subject: Any, model: type[ActiveRecord],
-                   action: str) -> None:
+async def allowed(check: Permission | None, request: Request, subject: Any, model: type[ActiveRecord],
+                  action: str) -> None:
+    """Refuse (PermissionRefusedError: 403) a request ``check`` does not answer ``True`` for (sync or async)."""
     if check is None:
         return
     answer = check(request, subject)
@@ -54,7 +55,7 @@ def _etag(record: ActiveRecord) -> dict[str, str]:
     return {"ETag": f'"{record._version or 0}"'}
 
 
-def _check_if_match(record: ActiveRecord, if_match: str | None) -> None:
+def check_if_match(record: ActiveRecord, if_match: str | None) -> None:
     """Refuse (ConflictError: 409) a request whose ``If-Match`` names another version than the stored one."""
     if if_match is None or if_match.strip() == "*":
         return
@@ -141,14 +142,14 @@ def crud_routes(
         if order is None and cursor is not None:
             order = cursor_order(model, cursor)
         field, descending = order_field(model, order)
-        await _allowed(can_read, request, lookups, model, "list")
+        await allowed(can_read, request, lookups, model, "list")
         page = await fetch_page(model.objects.filter(**lookups), ("-" if descending else "") + field, limit, cursor)
         return JSONResponse({"items": [record_json(record) for record in page.records], "next": page.next})
 
     @router.get("/{id}", summary=f"Read one {meta.name}", responses=docs.record)
     async def read_record(request: Request, record_id: id_param) -> Response:
         record = await _load(model, record_id)
-        await _allowed(can_read, request, record, model, "read")
+        await allowed(can_read, request, record, model, "read")
         return _record_response(record)
 
     @router.post("", summary=f"Create a {meta.name}", status_code=201, responses=docs.created,
@@ -156,7 +157,7 @@ def crud_routes(
     async def create_record(request: Request) -> Response:
         values = await resolve_references(model, request_values(model, await _json_body(request, model)))
         instance = model(**values)
-        await _allowed(can_create, request, instance, model, "create")
+        await allowed(can_create, request, instance, model, "create")
         await instance.asave()
         return _record_response(instance, 201, {"Location": f"{request.url.path.rstrip('/')}/{instance.pk}"})
 
@@ -165,8 +166,8 @@ def crud_routes(
     async def modify_record(request: Request, record_id: id_param, if_match: if_match_header = None) -> Response:
         values = request_values(model, await _json_body(request, model))
         record = await _load(model, record_id)
-        _check_if_match(record, if_match)
-        await _allowed(can_modify, request, record, model, "modify")
+        check_if_match(record, if_match)
+        await allowed(can_modify, request, record, model, "modify")
         for name, value in (await resolve_references(model, values)).items():
             setattr(record, name, value)
         await record.asave()  # writes only what changed: other attributes keep concurrent writes
@@ -175,8 +176,8 @@ def crud_routes(
     @router.delete("/{id}", summary=f"Delete a {meta.name}", status_code=204, responses=docs.deleted)
     async def delete_record(request: Request, record_id: id_param, if_match: if_match_header = None) -> Response:
         record = await _load(model, record_id)
-        _check_if_match(record, if_match)
-        await _allowed(can_delete, request, record, model, "delete")
+        check_if_match(record, if_match)
+        await allowed(can_delete, request, record, model, "delete")
         await record.adelete()
         return Response(status_code=204)
 

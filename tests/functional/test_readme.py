@@ -13,7 +13,7 @@ README = ROOT / "README.rst"
 #: as they would for a reader typing them into the Python REPL).
 DOC_PAGES = ["quickstart.rst", "serialization.rst", "queries.rst", "scaling.rst", "hooks.rst", "relationships.rst",
              "expiry.rst", "changes.rst", "recipes.rst", "schemas.rst", "testing.rst",
-             "evolution.rst"]
+             "evolution.rst", "admin.rst"]
 
 
 def _run_examples(path: Path, module_name: str) -> doctest.TestResults:
