@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fake demo bench bench-scale bench-cluster docs lint typecheck clean
+.PHONY: test test-fake test-server test-browser demo bench bench-scale bench-cluster docs lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,21 @@ test-fake: $(STAMP)  ## the functional tests on fakeredis (no server), and the e
 		--ignore=tests/functional/test_server_security.py --ignore=tests/functional/test_faults.py \
 		--ignore=tests/functional/test_topology.py --ignore=tests/functional/test_tls_acl.py
 	cd examples/shop && ../../$(BIN)/python -m pytest -q && ../../$(BIN)/python -m pytest -q --repocket-fake
+
+# The tests whose outcome can depend on the server's version (scripts, storage, streams, expiry,
+# the cluster, TLS and ACL users), for a second server: make test-server REDIS_SERVER=/usr/bin/redis-server
+SERVER_TESTS := $(addprefix tests/functional/test_,api.py storage_format.py script_atomicity.py integrity.py \
+	red_team.py changes.py expiry.py cluster.py tls_acl.py server.py server_security.py errors.py \
+	async_connections.py faults.py replication.py unique_claims.py on_delete.py evolution.py atomic.py \
+	replicas.py admin.py)
+REDIS_SERVER ?= /usr/bin/redis-server
+
+test-server: $(STAMP)  ## the version-sensitive tests (not slow) on another redis-server binary
+	REPOCKET_REDIS_SERVER=$(REDIS_SERVER) REPOCKET_REDIS_CLI=$(dir $(REDIS_SERVER))redis-cli HYPOTHESIS_MAX_EXAMPLES=25 \
+		$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(SERVER_TESTS)
+
+test-browser: $(STAMP)  ## the admin pages in headless Chromium (REPOCKET_CHROMIUM, default /usr/bin/chromium)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
 
 demo: $(STAMP)  ## run the original repocket tutorial end to end
 	$(BIN)/python examples/tutorial.py
