@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from repocket import ActiveRecord, attributes, errors
 from repocket.attributes import CASCADE, PROTECT, SET_NULL, UNLINK
-from repocket.web.admin import admin_app, reads
+from repocket.web.admin import admin_app, pages, reads
 from repocket.web.admin.forms import form_fields, form_values
 from repocket.web.admin.serve import running
 
@@ -301,3 +301,19 @@ def test_running_serves_the_admin_over_http() -> None:
         assert css.status_code == 200 and "--focus" in css.text
         refused = httpx.post(f"{url}/adminauthor/new", data={"name": "x"}, timeout=10)
         assert refused.status_code == 403
+
+
+class AdminStamp(ActiveRecord):
+    """Bytes, which a record's page shows as text where they decode (people read it), else as base64."""
+
+    mark = attributes.Bytes()
+    latin = attributes.Bytes(encoding="latin-1", null=True)
+
+
+def test_bytes_show_as_their_text_where_they_decode_else_as_base64() -> None:
+    stamp = AdminStamp(mark=b"ron@hogwarts.uk", latin="café".encode("latin-1"))
+    shown = {cell.name: cell.text for cell in pages.cells(stamp, lambda model, pk: None)}
+    assert shown["mark"] == "ron@hogwarts.uk" and shown["latin"] == "café"
+    stamp.mark = b"\xff\xfe"
+    shown = {cell.name: cell.text for cell in pages.cells(stamp, lambda model, pk: None)}
+    assert shown["mark"] == "//4= (base64)"

@@ -95,9 +95,19 @@ def cells(record: ActiveRecord, link_to: LinkTo, *, with_streams: bool = True, c
         else:
             value = form[name]
             text = "None" if value is None else value if isinstance(value, str) else schema_text(value)
+            if isinstance(attr, attributes.Bytes) and value is not None:
+                text = _bytes_text(attr, record._data[name]) or f"{text} (base64)"
             cell.text = short(text) if cut else text
         out.append(cell)
     return out
+
+
+def _bytes_text(attr: attributes.Bytes[Any], value: bytes) -> str | None:
+    """Bytes as people read them: their text when they decode under the attribute's encoding, else None."""
+    try:
+        return value.decode(attr.encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None
 
 
 def schema_text(value: Any) -> str:
