@@ -281,10 +281,11 @@ def _unlink_race(person: Person) -> int:
     failures: list[BaseException] = []
 
     def writer() -> None:
+        mine = Person.objects.get(person.pk)  # (its own instance: the delete marks the main thread's unsaved)
         while not stop.is_set():
             change = Change.objects.create(title="raced", number=0)
             try:
-                change.append_reviewers(person)
+                change.append_reviewers(mine)
             except errors.BrokenReferenceError:
                 return  # the person is gone
             except BaseException as error:  # noqa: BLE001 - reported below
