@@ -208,19 +208,20 @@ def admin_app(
                                fields=forms.form_fields(model, None, submitted, exc), error=exc, version=None)
         return site.redirect(request, f"/{slug}/{instance.pk}?done=created")
 
-    @app.get("/{slug}/check", response_class=HTMLResponse)
-    async def check(request: Request, slug: str) -> Response:
+    async def check_page(request: Request, slug: str, confirm: bool) -> Response:
         model = site.model(slug)
         report = await model.objects.acheck()
         return site.render(request, "check.html", slug=slug, model=model._meta, report=report, repaired=None,
-                           confirm=False)
+                           confirm=confirm)
+
+    @app.get("/{slug}/check", response_class=HTMLResponse)
+    async def check(request: Request, slug: str) -> Response:
+        return await check_page(request, slug, confirm=False)
 
     @app.get("/{slug}/repair", response_class=HTMLResponse)
     async def confirm_repair(request: Request, slug: str) -> Response:
-        model = site.model(slug)
-        report = await model.objects.acheck()
-        return site.render(request, "check.html", slug=slug, model=model._meta, report=report, repaired=None,
-                           confirm=True)
+        """The report again, with the repair button that asks for confirmation."""
+        return await check_page(request, slug, confirm=True)
 
     @app.post("/{slug}/repair", response_class=HTMLResponse)
     async def repair(request: Request, slug: str) -> Response:
