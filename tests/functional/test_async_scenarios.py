@@ -461,12 +461,14 @@ async def test_mixed_workload_never_blocks_the_loop_nor_opens_a_sync_connection(
     """Every async method in a mixed workload: no slow callback in debug mode, no sync connection used."""
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
-    loop.slow_callback_duration = 0.05
+    # (generous: CI may install packages meanwhile, and a loaded CPU slows every step; a blocking call
+    # such as a sync connection's timeout, or a sleep, takes longer than this)
+    loop.slow_callback_duration = 0.25
     caplog.set_level(logging.WARNING, logger="asyncio")
 
     # The probe: a blocking step is reported, so the check below can fail.
     async def blocker() -> None:
-        time.sleep(0.08)
+        time.sleep(0.3)
 
     await asyncio.create_task(blocker())
     assert any("took" in r.getMessage() and "Executing" in r.getMessage() for r in caplog.records)
