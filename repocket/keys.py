@@ -160,6 +160,11 @@ def migrating_key(prefix: str, format_name: str) -> str:
     return f"{prefix}:_migrating:{format_name}"
 
 
+def evolving_key(prefix: str) -> str:
+    """The hash of each unfinished ``repocket migrate``'s SSCAN cursor, by the text of its edits."""
+    return f"{prefix}:_evolving"
+
+
 def escape_glob(text: str) -> str:
     """Escape ``* ? [ ] \\`` so ``text`` matches itself literally in SCAN/KEYS patterns."""
     out = []

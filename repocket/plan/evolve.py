@@ -52,7 +52,7 @@ from repocket.plan.write import (
 if TYPE_CHECKING:
     from repocket.options import ModelOptions
 
-__all__ = ["ABSENT", "SAMPLES", "Changes", "EvolveReport", "changes", "cursor_key", "migrate"]
+__all__ = ["ABSENT", "SAMPLES", "Changes", "EvolveReport", "changes", "migrate"]
 
 #: How many records a report shows as samples of what changes.
 SAMPLES = 3
@@ -173,11 +173,6 @@ def _refused(meta: ModelOptions, name: str, why: str) -> errors.ValidationError:
                                   field=name, value=name, expected="an edit that applies to the declaration")
 
 
-def cursor_key(meta: ModelOptions) -> str:
-    """The hash keeping each unfinished migration's SSCAN cursor, by its edits' text (one partition's)."""
-    return f"{meta.prefix}:_evolving"
-
-
 def migrate(meta: ModelOptions, edits: Changes, batch_size: int = 500, dry_run: bool = False,
             progress: Callable[[int, int], None] | None = None) -> Plan[EvolveReport]:
     """Apply ``edits`` to every stored record, ``batch_size`` per script call; returns the report.
@@ -192,7 +187,7 @@ def migrate(meta: ModelOptions, edits: Changes, batch_size: int = 500, dry_run: 
     views = meta.views()
     signature = edits.signature()
     replies = yield Pipeline([command(*args) for view in views for args in (
-        ("HGET", cursor_key(view), signature), ("SCARD", view.ids_key))], False, meta.label)
+        ("HGET", keys.evolving_key(view.prefix), signature), ("SCARD", view.ids_key))], False, meta.label)
     total = sum(int(size) for size in replies[1::2])
     seen = [0]  # records walked so far, over every partition (progress counts them all)
 
@@ -223,10 +218,10 @@ def _walk(meta: ModelOptions, edits: Changes, cursor: Any, batch_size: int, repo
         if int(cursor) == 0:
             break
         if not report.dry_run:  # (after the batch's write: a run stopped in between does that batch again)
-            yield one("HSET", cursor_key(meta), signature, int(cursor), label=meta.label)
+            yield one("HSET", keys.evolving_key(meta.prefix), signature, int(cursor), label=meta.label)
         walked(len(pks))
     if not report.dry_run:
-        yield one("HDEL", cursor_key(meta), signature, label=meta.label)
+        yield one("HDEL", keys.evolving_key(meta.prefix), signature, label=meta.label)
     walked(len(pks))
 
 
@@ -460,13 +455,18 @@ def _retyped(old_attr: Attribute[Any], attr: Attribute[Any], value: Any) -> Any:
     return attr.cast(value)
 
 
-def _envelope_tag(raw: bytes) -> str | None:
-    """The type tag of a stored envelope, or None when it is not one."""
+def _envelope(raw: bytes) -> dict[str, Any] | None:
+    """A stored value's JSON envelope, or None when it is not one."""
     try:
         envelope = serialization.loads(raw)
     except (ValueError, RecursionError):
         return None
-    tag = envelope.get("type") if type(envelope) is dict else None
+    return envelope if type(envelope) is dict else None
+
+
+def _envelope_tag(raw: bytes) -> str | None:
+    """The type tag of a stored envelope, or None when it is not one."""
+    tag = (_envelope(raw) or {}).get("type")
     return tag if isinstance(tag, str) else None
 
 
@@ -518,11 +518,8 @@ def _shown(meta: ModelOptions, stored: dict[bytes, bytes], edit: _Edit) -> dict[
 
 def _stored_value(raw: bytes) -> Any:
     """What an undeclared stored field holds: its envelope's value, else its text."""
-    try:
-        envelope = serialization.loads(raw)
-    except (ValueError, RecursionError):
-        envelope = None
-    if type(envelope) is dict and "value" in envelope:
+    envelope = _envelope(raw)
+    if envelope is not None and "value" in envelope:
         return envelope["value"]
     return raw.decode("utf-8", "backslashreplace")
 

@@ -17,7 +17,7 @@ import redis as redis_py
 from hypothesis import given
 from hypothesis import strategies as st
 
-from repocket import ActiveRecord, attributes, errors
+from repocket import ActiveRecord, attributes, errors, keys
 from repocket.formats import SECRET_MASK
 from repocket.io import clients
 from repocket.plan import evolve
@@ -214,7 +214,7 @@ def test_migrate_resumes_after_an_interruption(repocket_connection: redis_py.Red
 
     with pytest.raises(_Interrupt):
         _migrate(Product, batch_size=3, progress=stop, **PRODUCT_EDITS)
-    cursor_key = evolve.cursor_key(Product._meta)
+    cursor_key = keys.evolving_key(Product._meta.prefix)
     signature = evolve.changes(Product._meta, **PRODUCT_EDITS).signature()
     assert repocket_connection.hget(cursor_key, signature) is not None
     first = sum(bool(repocket_connection.hexists(Product._meta.key(pk.decode()), "title"))
