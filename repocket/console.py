@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
@@ -26,6 +26,8 @@ from rich.table import Table
 from repocket import keys
 from repocket.attributes import ATTRIBUTE_TYPES
 from repocket.formats import SECRET_MASK
+from repocket.io import clients
+from repocket.plan import stats
 
 if TYPE_CHECKING:
     import redis
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["filters", "inspect_key", "json_line", "progress", "records_table", "stats_table"]
 
-#: How many records ``stats`` asks MEMORY USAGE of, per model.
-STATS_SAMPLE = 100
 
 
 def console(stderr: bool = False) -> Console:
@@ -203,9 +203,7 @@ def stats_table(client: redis.Redis, models: Sequence[type[ActiveRecord]]) -> Ta
     for model in models:
         meta = model._meta
         records = model.objects.using(client).count()
-        sample = [view.key(_str(pk)) for view in meta.views()  # (ids only: no record is read)
-                  for pk in cast("list[bytes]", client.srandmember(view.ids_key, STATS_SAMPLE))]
-        sizes = [client.memory_usage(key) or 0 for key in sample[:STATS_SAMPLE]]
+        mean = clients.run(stats.bytes_per_record(meta), client)
         bookkeeping, entries, total = 0, 0, 0
         for view in meta.views():
             for key in client.scan_iter(match=keys.escape_glob(view.prefix + ":") + "*", count=1000):
@@ -216,6 +214,6 @@ def stats_table(client: redis.Redis, models: Sequence[type[ActiveRecord]]) -> Ta
                     kind = _str(client.type(key))
                     entries += {"set": client.scard, "zset": client.zcard, "hash": client.hlen}[kind](key) \
                         if kind in ("set", "zset", "hash") else 0
-        per_record = f"{sum(sizes) / len(sizes):,.0f}" if sizes else "-"
+        per_record = f"{mean:,.0f}" if mean is not None else "-"
         table.add_row(meta.label, f"{records:,}", per_record, f"{bookkeeping:,}", f"{entries:,}", f"{total:,}")
     return table

@@ -7,34 +7,17 @@ way the rest of repocket does (cluster routing, error mapping included).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from repocket.console import STATS_SAMPLE
 from repocket.plan import changes as changes_plan
 from repocket.plan.rounds import Pipeline, Plan, command
+from repocket.plan.stats import STATS_SAMPLE, bytes_per_record
 
 if TYPE_CHECKING:
     from repocket.changes import Change
     from repocket.options import ModelOptions
 
 __all__ = ["STATS_SAMPLE", "bytes_per_record", "recent_changes", "stream_tail"]
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def bytes_per_record(meta: ModelOptions) -> Plan[float | None]:
-    """The mean ``MEMORY USAGE`` of up to :data:`STATS_SAMPLE` records' hashes (ids sampled by
-    SRANDMEMBER, as ``repocket stats`` does); None for a model without records. Two round trips."""
-    views = meta.views()
-    replies = yield Pipeline([command("SRANDMEMBER", view.ids_key, STATS_SAMPLE) for view in views],
-                             False, meta.label)
-    sample = [view.key(_text(pk)) for view, ids in zip(views, replies) for pk in ids or ()][:STATS_SAMPLE]
-    if not sample:
-        return None
-    sizes = yield Pipeline([command("MEMORY", "USAGE", key, key=key) for key in sample], False, meta.label)
-    return sum(size or 0 for size in sizes) / len(sizes)
 
 
 def stream_tail(key: str, label: str, offset: int | None, most: int) -> Plan[tuple[int, bytes, int]]:
