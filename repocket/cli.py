@@ -315,16 +315,12 @@ def _evolve(model: type[repocket.ActiveRecord], args: argparse.Namespace) -> int
 
     Resumable: after Ctrl-C, the same command starts where it stopped.
     """
-    from repocket.io import clients
-    from repocket.plan import evolve
-
-    meta = model._meta
-    retype = {name: old or None for name, _, old in (text.partition("=") for text in args.retype)}
-    edits = evolve.changes(meta, dict(args.rename), args.drop, retype)
-    if not edits.operations():
+    if not (args.rename or args.drop or args.retype):
         raise _CliError("name what changed: --rename OLD=NEW, --drop FIELD or --retype FIELD")
+    retype = {name: old or None for name, _, old in (text.partition("=") for text in args.retype)}
     with console.progress(f"migrate {model.__name__}") as shown:
-        report = clients.run(evolve.migrate(meta, edits, args.batch, args.dry_run, shown))
+        report = model.objects.migrate(dict(args.rename), args.drop, retype, dry_run=args.dry_run,
+                                       batch_size=args.batch, progress=shown)
     would = " (dry run: nothing written)" if report.dry_run else ""
     print(f"{report.model}: {report.records} records read, {report.changed} "
           f"{'to rewrite' if report.dry_run else 'rewritten'}{would}")
