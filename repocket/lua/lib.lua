@@ -29,9 +29,11 @@ end
 
 -- The token of the writer holding a record's lease, or nil. A lease key
 -- without an expiry was not set by repocket (every lease has PX): it is
--- ignored, so that it cannot block the record's writes for ever.
-local function lease_holder(key)
-  local holder = redis.call("GET", key)
+-- ignored, so that it cannot block the record's writes for ever. ``got``:
+-- the key's GET reply when the caller has read it already.
+local function lease_holder(key, got)
+  local holder = got
+  if holder == nil then holder = redis.call("GET", key) end
   if holder and redis.call("PTTL", key) < 0 then return nil end
   return holder or nil
 end

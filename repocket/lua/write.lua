@@ -224,7 +224,7 @@ local function check(rec)
     local got = redis.pcall("GET", lease)
     if type(got) == "table" and got.err then return {"wrongtype", lease, redis.call("TYPE", lease)["ok"]} end
     typed[lease] = "string"
-    holder = got and redis.call("PTTL", lease) >= 0 and got or nil  -- (as lease_holder reads it)
+    holder = lease_holder(lease, got)
     rec.holds = holder == token
   end
   for k = 1, rec.nkeys do
@@ -386,14 +386,8 @@ for _, rec in ipairs(records) do
     for f, v in pairs(before or {}) do after[f] = v end
   end
   local j = rec.writes
-  -- consecutive hset ops go out as one HSET (each redis.call has a cost of its own)
-  local pending = {}
   while j < rec.stop do
     local op = ARGV[j]
-    if op ~= "hset" and #pending > 0 then
-      redis.call("HSET", hash, unpack(pending))
-      pending = {}
-    end
     if change and (op == "set" or op == "append" or op == "del") and tonumber(ARGV[j + 1]) > 1
         and string.sub(rec.types, tonumber(ARGV[j + 1]), tonumber(ARGV[j + 1])) == "t" then
       local name = stream_name(KEYS[rec.base + tonumber(ARGV[j + 1])])
@@ -403,8 +397,7 @@ for _, rec in ipairs(records) do
     if op == "change" then
       -- (logged once the record's writes are done)
     elseif op == "hset" then
-      pending[#pending + 1] = ARGV[j + 1]
-      pending[#pending + 1] = ARGV[j + 2]
+      redis.call("HSET", hash, ARGV[j + 1], ARGV[j + 2])
       if after then after[ARGV[j + 1]] = ARGV[j + 2] end
     elseif op == "hdel" then
       redis.call("HDEL", hash, ARGV[j + 1])
@@ -448,7 +441,6 @@ for _, rec in ipairs(records) do
     end
     j = j + write_arity[op]
   end
-  if #pending > 0 then redis.call("HSET", hash, unpack(pending)) end
   if change then log_change(change, hash, before, after or nil, extra) end
   if rec.holds then redis.call("DEL", KEYS[rec.base + 2]) end
   out[#out + 1] = deleted
