@@ -280,8 +280,7 @@ def _unlink_race(person: Person) -> int:
     lock = threading.Lock()
     failures: list[BaseException] = []
 
-    def writer() -> None:
-        mine = Person.objects.get(person.pk)  # (its own instance: the delete marks the main thread's unsaved)
+    def writer(mine: Person) -> None:
         while not stop.is_set():
             change = Change.objects.create(title="raced", number=0)
             try:
@@ -294,7 +293,8 @@ def _unlink_race(person: Person) -> int:
             with lock:
                 made[0] += 1
 
-    threads = [threading.Thread(target=writer) for _ in range(8)]
+    # (each its own instance, loaded before the race: the delete marks the main thread's one unsaved)
+    threads = [threading.Thread(target=writer, args=(Person.objects.get(person.pk),)) for _ in range(8)]
     for thread in threads:
         thread.start()
     try:
